@@ -1,0 +1,35 @@
+"""State shared by every connection of one server process.
+
+``table`` (the compiled routing snapshot) is replaced in one assignment on reload;
+a request reads it once when its head is parsed, so it finishes on the config it
+started with.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from proxy.config.schema import ClientLimits
+from proxy.http.pool import PoolRegistry
+from proxy.observe.stats import Stats
+
+
+class ServerContext:
+    def __init__(self, table: Any, limits: ClientLimits, loop: Any) -> None:
+        self.table = table
+        self.limits = limits
+        self.loop = loop
+        self.stats = Stats()
+        self.pools = PoolRegistry(self.stats)
+        self.connections: set[Any] = set()  # every open Downstream
+        self.accepting = 0  # accepted sockets whose protocol is not set up yet
+        self.draining = False
+        self.on_connection_closed: Any = None  # set by the listener: resumes a paused accept
+        self._id_prefix = os.urandom(4).hex().encode()
+        self._id_counter = 0
+
+    def new_request_id(self) -> bytes:
+        """A request id unique to this process: a random prefix and a counter (cheap, no uuid4)."""
+        self._id_counter += 1
+        return b"%s%08x" % (self._id_prefix, self._id_counter)

@@ -1,0 +1,730 @@
+"""The client side of the proxy: one ``Downstream`` per client connection.
+
+Theory of operation
+-------------------
+A connection is in one of four states (the table below is the only place they
+change):
+
+    IDLE    waiting for (the rest of) a request head
+    ACTIVE  one exchange in progress: the request streams up, the response down
+    TUNNEL  after an upstream's 101: bytes relayed both ways, no HTTP any more
+    CLOSED  the transport is gone
+
+An exchange is driven by callbacks only (no coroutine per request): the head is
+found with ``bytes.find``, parsed whole by ``proxy._fast.http1``, routed, and the
+upstream request (head plus any body bytes already here) goes out in one write on
+a pooled connection. Only a pool miss starts a coroutine (the connect).
+
+Pipelined requests are kept as bytes in ``buf`` and parsed after the current
+response ends, so answers leave in order. Within an exchange the request body
+(``req_done``) and the response (``resp_mode``) progress independently: an
+upstream may answer before it has read the whole body.
+
+Flow control: when a transport's write buffer passes its high-water mark, the
+other side's reading is paused (``pause_writing`` -> ``pause_reading``), so memory
+stays bounded whatever the speeds. Reading of the client may be paused for
+several reasons at once; ``paused`` is a bit mask of them.
+
+Timeouts: each connection has one ``deadline`` and a ``timer`` kind; the
+server's sweep calls ``on_timer`` when it has passed (no timer per request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from typing import Any
+
+from proxy._fast import http1
+from proxy.errors import (
+    HeaderTooLarge,
+    HttpError,
+    RequestTimeout,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamReset,
+    UpstreamTimeout,
+    UriTooLong,
+)
+from proxy.http.context import ServerContext
+from proxy.http.responses import CONTINUE, error_response
+from proxy.http.upstream import Upstream
+
+log = logging.getLogger("graylane")
+
+CRLF = b"\r\n"
+
+# connection states
+IDLE, ACTIVE, TUNNEL, CLOSED = 0, 1, 2, 3
+
+# timer kinds
+T_NONE, T_KEEPALIVE, T_HEAD, T_RESPONSE = 0, 1, 2, 3
+
+# response framing
+R_NONE, R_LENGTH, R_CHUNKED, R_CLOSE = 0, 1, 2, 3
+
+# reasons for pausing the client's reading (bit mask)
+P_UPSTREAM_FULL = 1  # the upstream's write buffer is full
+P_PIPELINE = 2  # pipelined bytes are waiting for the current exchange
+P_CONNECTING = 4  # body bytes are waiting for the upstream connection
+
+IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"])
+MAX_RESPONSE_HEAD = 64 * 1024
+MAX_PENDING = 256 * 1024
+RESPONSE_MAX_HEADERS = 256
+
+parse_request_head = http1.parse_request_head
+parse_response_head = http1.parse_response_head
+ChunkedDecoder = http1.ChunkedDecoder
+
+
+class Downstream(asyncio.Protocol):
+    __slots__ = (
+        "ctx",
+        "loop",
+        "transport",
+        "state",
+        "buf",
+        "paused",
+        "writing_paused",
+        "deadline",
+        "timer",
+        "client_ip",
+        "xff_tail",
+        "proto_line",
+        "limits",
+        # the current exchange
+        "exchange",
+        "req",
+        "decision",
+        "request_id",
+        "t_start",
+        "upstream",
+        "pool",
+        "reused",
+        "pending",
+        "pending_bytes",
+        "retry_head",
+        "retried",
+        "body_remaining",
+        "decoder",
+        "req_done",
+        "sent_continue",
+        "close_after",
+        "resp_buf",
+        "resp_mode",
+        "resp_remaining",
+        "resp_decoder",
+        "resp_started",
+        "resp_chunk",
+        "upstream_reusable",
+        "status",
+    )
+
+    def __init__(self, ctx: ServerContext, scheme: bytes) -> None:
+        self.ctx = ctx
+        self.loop = ctx.loop
+        self.limits = ctx.limits
+        self.transport: Any = None
+        self.state = IDLE
+        self.buf = b""
+        self.paused = 0
+        self.writing_paused = False
+        self.deadline = math.inf
+        self.timer = T_NONE
+        self.client_ip = b""
+        self.xff_tail = b""
+        self.proto_line = b"X-Forwarded-Proto: " + scheme + CRLF
+        self.exchange = 0
+        self.upstream: Upstream | None = None
+        self.pool: Any = None
+        self._reset_exchange()
+
+    def _reset_exchange(self) -> None:
+        self.req = None
+        self.decision = None
+        self.request_id = b""
+        self.t_start = 0.0
+        self.upstream = None
+        self.pool = None
+        self.reused = False
+        self.pending: list[bytes] | None = None
+        self.pending_bytes = 0
+        self.retry_head: bytes | None = None
+        self.retried = False
+        self.body_remaining = 0
+        self.decoder = None
+        self.req_done = True
+        self.sent_continue = False
+        self.close_after = False
+        self.resp_buf = b""
+        self.resp_mode = -1  # no response head yet
+        self.resp_remaining = 0
+        self.resp_decoder = None
+        self.resp_started = False  # a byte of the response was written to the client
+        self.resp_chunk = False  # re-frame the body as chunked for the client
+        self.upstream_reusable = False
+        self.status = 0
+
+    # --- asyncio.Protocol: the client side -----------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        ip = peer[0] if peer else "unknown"
+        self.client_ip = ip
+        self.xff_tail = ip.encode()
+        ctx = self.ctx
+        ctx.connections.add(self)
+        self._arm(T_HEAD, self.limits.request_head_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        state = self.state
+        if state == TUNNEL:
+            self.upstream.transport.write(data)
+            return
+        if state == ACTIVE and not self.req_done:
+            data = self._request_body(data)
+            if not data or self.state != ACTIVE:
+                return
+        if state == CLOSED:
+            return
+        self.buf = self.buf + data if self.buf else data
+        if self.state == IDLE:
+            self._next_request()
+        elif len(self.buf) > self.limits.max_header_bytes:
+            self._pause(P_PIPELINE)
+
+    def eof_received(self) -> bool:
+        # A half-closed client may still be waiting for its answer: keep writing.
+        if self.state == ACTIVE and self.req_done:
+            self.close_after = True
+            return True
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        state = self.state
+        self.state = CLOSED
+        ctx = self.ctx
+        ctx.connections.discard(self)
+        if state in (ACTIVE, TUNNEL):
+            if state == ACTIVE:
+                ctx.stats.count_error("DC")
+            self._drop_upstream()
+        if ctx.on_connection_closed is not None:
+            ctx.on_connection_closed()
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        if self.upstream is not None:
+            self.upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if self.upstream is not None:
+            self.upstream.resume_reading()
+
+    # --- reading the request ---------------------------------------------------
+
+    def _next_request(self) -> None:
+        buf = self.buf
+        # RFC 9112 2.2: ignore empty lines before a request line.
+        while buf[:2] == CRLF:
+            buf = buf[2:]
+        end = buf.find(b"\r\n\r\n")
+        if end == -1:
+            self.buf = buf
+            if buf:
+                limits = self.limits
+                if self.timer == T_KEEPALIVE:
+                    self._arm(T_HEAD, limits.request_head_timeout)
+                if len(buf) > limits.max_header_bytes:
+                    self._reject(HeaderTooLarge("request head too large"))
+                elif len(buf) > limits.max_uri_bytes + 16 and buf.find(CRLF) == -1:
+                    self._reject(UriTooLong("request-target too long"))
+            return
+        size = end + 4
+        limits = self.limits
+        if size > limits.max_header_bytes:
+            self._reject(HeaderTooLarge("request head too large"))
+            return
+        self.buf = buf[size:]
+        try:
+            req = parse_request_head(buf[:size], limits.max_uri_bytes, limits.max_headers)
+        except HttpError as error:
+            self._reject(error)
+            return
+        self._begin(req)
+
+    def _begin(self, req: Any) -> None:
+        ctx = self.ctx
+        self.state = ACTIVE
+        self.exchange += 1
+        now = self.loop.time()
+        self.t_start = now
+        self.req = req
+        rid = req.request_id or ctx.new_request_id()
+        self.request_id = rid
+        self.close_after = not req.keep_alive or ctx.draining
+        if req.chunked:
+            self.decoder = ChunkedDecoder()
+            self.req_done = False
+        elif req.content_length > 0:
+            self.body_remaining = req.content_length
+            self.req_done = False
+        try:
+            decision = ctx.table.decide(req, self.client_ip)
+        except HttpError as error:
+            self._answer_error(error)
+            return
+        self.decision = decision
+        endpoint = decision.endpoint
+        settings = endpoint.pool
+        timeout = settings.request_timeout
+        self._arm(T_RESPONSE, timeout if timeout > 0 else math.inf)
+        head = self._upstream_head(req, decision, rid)
+        if self.req_done and req.method in IDEMPOTENT and not req.upgrade:
+            self.retry_head = head
+        self.pending = [head]
+        self.pending_bytes = 0
+        # Body bytes that came with the head travel in the same write.
+        if not self.req_done and self.buf:
+            rest = self.buf
+            self.buf = b""
+            rest = self._request_body(rest)
+            if self.state != ACTIVE:
+                return
+            self.buf = rest
+        if self.req_done:
+            self._arm_min(T_RESPONSE, settings.response_head_timeout)
+        pool = ctx.pools.get(endpoint.host, endpoint.port, settings)
+        self.pool = pool
+        conn = pool.acquire()
+        if conn is not None:
+            ctx.stats.pool_hits += 1
+            self._attach(conn, True)
+        else:
+            ctx.stats.pool_misses += 1
+            self.loop.create_task(self._connect(pool, self.exchange))
+
+    def _upstream_head(self, req: Any, decision: Any, rid: bytes) -> bytes:
+        target = req.target
+        if target[:1] != b"/" and target != b"*":
+            target = req.path + (b"?" + req.query if req.query else b"")
+        headers = req.forward_headers
+        plan = decision.request_plan
+        if plan.remove:
+            headers = http1.drop_header_lines(headers, plan.remove)
+        xff = req.xff + b", " + self.xff_tail if req.xff else self.xff_tail
+        parts = [req.method, b" ", target, b" HTTP/1.1\r\n", headers]
+        parts += (b"X-Forwarded-For: ", xff, CRLF, self.proto_line)
+        host = req.host
+        if host is not None:
+            parts.append(b"X-Forwarded-Host: " + host + CRLF)
+        else:
+            parts.append(b"Host: " + decision.endpoint.address.encode() + CRLF)
+        if req.request_id is None:
+            parts.append(b"X-Request-ID: " + rid + CRLF)
+        if req.chunked:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        if req.upgrade is not None:
+            parts.append(b"Connection: upgrade\r\nUpgrade: " + req.upgrade + CRLF)
+        parts.append(plan.extra)
+        parts.append(CRLF)
+        return b"".join(parts)
+
+    def _request_body(self, data: bytes) -> bytes:
+        """Forward the body bytes in ``data``; return what follows the body (a pipelined request)."""
+        decoder = self.decoder
+        if decoder is None:
+            remaining = self.body_remaining
+            if len(data) <= remaining:
+                piece = data
+                rest = b""
+            else:
+                piece = data[:remaining]
+                rest = data[remaining:]
+            self.body_remaining = remaining - len(piece)
+            if piece:
+                self._send_up(piece)
+        else:
+            try:
+                _, used = decoder.feed(data)
+            except HttpError as error:
+                self._fail(error)
+                return b""
+            # The strict decoder has checked the framing: the bytes go up as they came.
+            if used:
+                self._send_up(data[:used] if used < len(data) else data)
+            rest = data[used:]
+            if not decoder.done:
+                return rest
+        if self.body_remaining == 0 and (decoder is None or decoder.done):
+            self.req_done = True
+            if self.timer == T_RESPONSE and self.resp_mode == -1:
+                settings = self.decision.endpoint.pool
+                self._arm_min(T_RESPONSE, settings.response_head_timeout)
+        return rest
+
+    def _send_up(self, data: bytes) -> None:
+        upstream = self.upstream
+        if upstream is not None:
+            upstream.transport.write(data)
+            return
+        self.pending.append(data)
+        self.pending_bytes += len(data)
+        if self.pending_bytes > MAX_PENDING:
+            self._pause(P_CONNECTING)
+
+    # --- the upstream connection -----------------------------------------------
+
+    async def _connect(self, pool: Any, exchange: int) -> None:
+        try:
+            conn = await pool.connect()
+        except UpstreamError as error:
+            if self.exchange == exchange and self.state == ACTIVE:
+                self._fail(error)
+            return
+        if self.exchange != exchange or self.state != ACTIVE:
+            # The client left meanwhile; the fresh connection is still clean.
+            pool.release(conn, self.loop.time())
+            return
+        self._attach(conn, False)
+
+    def _attach(self, conn: Upstream, reused: bool) -> None:
+        self.upstream = conn
+        self.reused = reused
+        conn.owner = self
+        if self.writing_paused:
+            conn.pause_reading()
+        pending = self.pending
+        self.pending = None
+        conn.transport.write(b"".join(pending) if len(pending) > 1 else pending[0])
+        if self.paused & P_CONNECTING:
+            self._resume(P_CONNECTING)
+        req = self.req
+        if req.expect_continue and not self.req_done and req.http_minor == 1 and not self.sent_continue:
+            self.sent_continue = True
+            self.transport.write(CONTINUE)
+
+    def upstream_write_paused(self, paused: bool) -> None:
+        if paused:
+            self._pause(P_UPSTREAM_FULL)
+        else:
+            self._resume(P_UPSTREAM_FULL)
+
+    def upstream_data(self, data: bytes) -> None:
+        if self.state == TUNNEL:
+            self.transport.write(data)
+            return
+        if self.resp_mode == -1:
+            self._response_head(data)
+        else:
+            self._response_body(data)
+
+    def _response_head(self, data: bytes) -> None:
+        buf = self.resp_buf + data if self.resp_buf else data
+        end = buf.find(b"\r\n\r\n")
+        if end == -1:
+            if len(buf) > MAX_RESPONSE_HEAD:
+                self._upstream_failed(UpstreamProtocolError("response head too large"))
+            else:
+                self.resp_buf = buf
+            return
+        self.resp_buf = b""
+        size = end + 4
+        try:
+            resp = parse_response_head(buf[:size], RESPONSE_MAX_HEADERS)
+        except HttpError as error:
+            self._upstream_failed(error)
+            return
+        req = self.req
+        status = resp.status
+        rest = buf[size:]
+        if status < 200 and status != 101:
+            # Interim responses go to HTTP/1.1 clients, except a 100 we already sent ourselves.
+            if req.http_minor == 1 and not (status == 100 and self.sent_continue):
+                self.transport.write(b"HTTP/1.1" + buf[8 : buf.find(CRLF) + 2] + resp.forward_headers + CRLF)
+            if rest:
+                self._response_head(rest)
+            return
+        if status == 101:
+            if req.upgrade is None:
+                self._upstream_failed(UpstreamProtocolError("101 without an upgrade request"))
+            else:
+                self._start_tunnel(buf, resp, rest)
+            return
+        self.status = status
+        if req.method == b"HEAD" or status == 204 or status == 304:
+            mode = R_NONE
+        elif resp.chunked:
+            mode = R_CHUNKED
+            self.resp_decoder = ChunkedDecoder(UpstreamProtocolError)
+        elif resp.content_length >= 0:
+            mode = R_LENGTH
+            self.resp_remaining = resp.content_length
+        else:
+            mode = R_CLOSE
+        self.resp_mode = mode
+        self.upstream_reusable = resp.keep_alive and mode != R_CLOSE
+        timeout = self.decision.endpoint.pool.request_timeout
+        self._arm(T_RESPONSE, self.t_start + timeout - self.loop.time() if timeout > 0 else math.inf)
+
+        extra = []
+        keep = not self.close_after and self.ctx.draining is False
+        if mode in (R_CHUNKED, R_CLOSE):
+            if req.http_minor == 1:
+                extra.append(b"Transfer-Encoding: chunked\r\n")
+                self.resp_chunk = mode == R_CLOSE  # chunked passes through; close-delimited is framed
+            else:
+                keep = False  # an HTTP/1.0 client learns the end by the close
+                if mode == R_CHUNKED:
+                    self.resp_chunk = False
+        if not keep:
+            self.close_after = True
+            if req.http_minor == 1:
+                extra.append(b"Connection: close\r\n")
+        elif req.http_minor == 0:
+            extra.append(b"Connection: keep-alive\r\n")
+        headers = resp.forward_headers
+        plan = self.decision.response_plan
+        if plan.remove:
+            headers = http1.drop_header_lines(headers, plan.remove)
+        if req.request_id is None:
+            extra.append(b"X-Request-ID: " + self.request_id + CRLF)
+        extra.append(plan.extra)
+        line_end = buf.find(CRLF) + 2
+        status_line = buf[:line_end] if resp.http_minor == 1 else b"HTTP/1.1" + buf[8:line_end]
+        head = status_line + headers + b"".join(extra) + CRLF
+        self.resp_started = True
+        if mode == R_NONE:
+            self.transport.write(head)
+            if rest:
+                self.upstream_reusable = False
+            self._response_done()
+            return
+        self._response_body(rest, head)
+
+    def _response_body(self, data: bytes, head: bytes = b"") -> None:
+        mode = self.resp_mode
+        done = False
+        if mode == R_LENGTH:
+            remaining = self.resp_remaining
+            if len(data) >= remaining:
+                if len(data) > remaining:
+                    self.upstream_reusable = False
+                    data = data[:remaining]
+                done = True
+            self.resp_remaining = remaining - len(data)
+            out = data
+        elif mode == R_CHUNKED:
+            decoder = self.resp_decoder
+            try:
+                pieces, used = decoder.feed(data)
+            except HttpError as error:
+                self._upstream_failed(error)
+                return
+            if decoder.done:
+                done = True
+                if used < len(data):
+                    self.upstream_reusable = False
+                data = data[:used]
+            if self.req.http_minor == 1:
+                out = data  # validated framing passes through unchanged
+            else:
+                # An HTTP/1.0 client gets the decoded bytes, ended by the close.
+                out = b"".join(pieces)
+        else:  # R_CLOSE: the upstream's close ends the body
+            out = http1.chunk(data) if self.resp_chunk and data else data
+        if head:
+            out = head + out if out else head
+        if out:
+            self.transport.write(out)
+        if done:
+            self._response_done()
+
+    def _start_tunnel(self, buf: bytes, resp: Any, rest: bytes) -> None:
+        line_end = buf.find(CRLF) + 2
+        head = b"".join(
+            (
+                buf[:line_end],
+                resp.forward_headers,
+                b"Connection: upgrade\r\nUpgrade: ",
+                resp.upgrade or self.req.upgrade,
+                CRLF,
+                CRLF,
+                rest,
+            )
+        )
+        self.state = TUNNEL
+        self.status = 101
+        self.resp_started = True
+        self._arm(T_NONE, math.inf)
+        self.transport.write(head)
+        if self.buf:
+            # Bytes the client sent after its upgrade request belong to the new protocol.
+            self.upstream.transport.write(self.buf)
+            self.buf = b""
+        if self.paused & P_PIPELINE:
+            self._resume(P_PIPELINE)
+        self._count(101)
+
+    def upstream_lost(self, conn: Upstream) -> None:
+        """The upstream closed (or reset) while leased to this exchange."""
+        if self.upstream is not conn:
+            return
+        self.upstream = None
+        self.pool.active -= 1
+        if self.state == TUNNEL:
+            self.state = CLOSED
+            self.transport.close()
+            return
+        mode = self.resp_mode
+        if mode == R_CLOSE:
+            if self.resp_chunk:
+                self.transport.write(http1.LAST_CHUNK)
+            self.upstream_reusable = False
+            self._response_done()
+        elif mode == -1 and not self.resp_buf and self.reused and self.retry_head and not self.retried:
+            # A pooled connection the server had closed: try once more on a fresh one.
+            self.retried = True
+            self.ctx.stats.retries += 1
+            self.pending = [self.retry_head]
+            self.loop.create_task(self._connect(self.pool, self.exchange))
+        else:
+            self._fail(UpstreamReset("upstream closed the connection"))
+
+    def _upstream_failed(self, error: HttpError) -> None:
+        self._fail(error)
+
+    # --- ending an exchange ------------------------------------------------------
+
+    def _response_done(self) -> None:
+        conn = self.upstream
+        self.upstream = None
+        if conn is not None:
+            conn.owner = None
+            conn.resume_reading()
+            if self.upstream_reusable and self.req_done:
+                self.pool.release(conn, self.loop.time())
+            else:
+                self.pool.discard(conn)
+        self._count(self.status)
+        if not self.req_done:
+            # The client is still sending a body nobody will read: end the connection.
+            self.close_after = True
+        self._finish_exchange()
+
+    def _finish_exchange(self) -> None:
+        if self.close_after or self.ctx.draining:
+            self._close()
+            return
+        self._reset_exchange()
+        self.state = IDLE
+        self._arm(T_KEEPALIVE, self.limits.keepalive_timeout)
+        if self.paused & P_PIPELINE:
+            self._resume(P_PIPELINE)
+        if self.paused & P_UPSTREAM_FULL:
+            self._resume(P_UPSTREAM_FULL)
+        if self.buf:
+            self._next_request()
+
+    def _fail(self, error: HttpError) -> None:
+        """End the exchange with ``error``: answer it if nothing was sent yet, else cut the connection."""
+        if self.state != ACTIVE:
+            return
+        self._drop_upstream()
+        stats = self.ctx.stats
+        stats.count_error(error.flag)
+        if isinstance(error, UpstreamTimeout):
+            stats.upstream_timeouts += 1
+        if self.resp_started:
+            log.debug("request %s failed after the response started: %s", self.request_id, error)
+            self._close()
+            return
+        if not self.req_done or error.close:
+            self.close_after = True
+        self.status = error.status
+        head_only = self.req is not None and self.req.method == b"HEAD"
+        self.transport.write(error_response(error, self.request_id, self.close_after, head_only))
+        self._count(error.status)
+        self._finish_exchange()
+
+    def _answer_error(self, error: HttpError) -> None:
+        """An error graylane answers itself before any upstream was involved (404, 503 ...)."""
+        self._fail(error)
+
+    def _reject(self, error: HttpError) -> None:
+        """A request that could not be parsed: answer and close (nothing after it can be trusted)."""
+        ctx = self.ctx
+        ctx.stats.count_rejected(str(error.status))
+        ctx.stats.count_error(error.flag)
+        if self.state == CLOSED:
+            return
+        rid = ctx.new_request_id()
+        self.transport.write(error_response(error, rid, True))
+        self._close()
+
+    def _drop_upstream(self) -> None:
+        conn = self.upstream
+        if conn is not None:
+            self.upstream = None
+            self.pool.discard(conn)
+        self.pending = None
+
+    def _count(self, status: int) -> None:
+        stats = self.ctx.stats
+        stats.requests += 1
+        stats.responses_by_class[status // 100] += 1
+
+    def _close(self) -> None:
+        if self.state == CLOSED:
+            return
+        self.state = CLOSED
+        self._drop_upstream()
+        self.transport.close()  # flushes what is buffered first
+
+    # --- flow control and timers ---------------------------------------------
+
+    def _pause(self, reason: int) -> None:
+        if not self.paused and self.state != CLOSED:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        if not self.paused:
+            return
+        self.paused &= ~reason
+        if not self.paused and self.state != CLOSED:
+            self.transport.resume_reading()
+
+    def _arm(self, kind: int, seconds: float) -> None:
+        self.timer = kind
+        self.deadline = self.loop.time() + seconds
+
+    def _arm_min(self, kind: int, seconds: float) -> None:
+        deadline = self.loop.time() + seconds
+        if deadline < self.deadline:
+            self.timer = kind
+            self.deadline = deadline
+
+    def on_timer(self, now: float) -> None:
+        """Called by the server's sweep once ``deadline`` has passed."""
+        kind = self.timer
+        self.deadline = math.inf
+        if kind == T_KEEPALIVE:
+            self._close()
+        elif kind == T_HEAD:
+            if self.buf:
+                self._reject(RequestTimeout("request head not received in time"))
+            else:
+                self._close()
+        elif kind == T_RESPONSE:
+            self._fail(UpstreamTimeout("upstream did not answer in time"))
+
+    def close_if_idle(self) -> None:
+        """Drain: close a keep-alive connection that has no exchange in progress."""
+        if self.state == IDLE and not self.buf:
+            self._close()
+

@@ -1,0 +1,1 @@
+"""Counting and logging what the data plane does."""

@@ -1,0 +1,192 @@
+"""One graylane server process: listeners, the timeout sweep, signals, reload and drain.
+
+Signals only enqueue; one task dispatches them, so a reload and a drain never run
+interleaved. Drain order: stop accepting -> close idle keep-alive connections ->
+let in-flight exchanges finish (each closes after its response) -> close what is
+left at the deadline -> exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+import uvloop
+
+from proxy.config.schema import Config
+from proxy.errors import ConfigError, GraylaneError, StartupError
+from proxy.http.context import ServerContext
+from proxy.runtime.listener import Acceptor, open_socket
+
+log = logging.getLogger("graylane")
+
+MIN_TICK = 0.05
+MAX_TICK = 1.0
+
+
+def build_table(config: Config) -> Any:
+    from proxy.routing.table import RouteTable
+
+    return RouteTable(config)
+
+
+def sweep_interval(config: Config) -> float:
+    """A quarter of the shortest timeout, so a deadline is late by at most that much."""
+    timeouts = [
+        config.limits.request_head_timeout,
+        config.limits.keepalive_timeout,
+        config.upstream.response_head_timeout,
+    ]
+    for service in config.services.values():
+        if service.pool is not None:
+            timeouts.append(service.pool.response_head_timeout)
+    return max(MIN_TICK, min(MAX_TICK, min(timeouts) / 4))
+
+
+class Server:
+    def __init__(self, config: Config, path: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        self.path = path
+        self.loop = loop
+        self.ctx = ServerContext(build_table(config), config.limits, loop)
+        self.ctx.on_connection_closed = self._connection_closed
+        self.acceptors: list[Acceptor] = []
+        self.signals: asyncio.Queue[int] = asyncio.Queue()
+        self.drained = asyncio.Event()
+        self._sync_pools(self.ctx.table)
+
+    # --- start -------------------------------------------------------------
+
+    def listen(self) -> None:
+        for listener in self.config.listeners:
+            sock = open_socket(listener.address)
+            try:
+                acceptor = Acceptor(self.ctx, listener, sock)
+            except StartupError:
+                sock.close()
+                raise
+            self.acceptors.append(acceptor)
+        for acceptor in self.acceptors:
+            acceptor.start()
+            log.info("listening on %s%s", acceptor.bound, " (TLS)" if acceptor.ssl else "")
+
+    async def serve(self) -> int:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            self.loop.add_signal_handler(signum, self.signals.put_nowait, signum)
+        sweeper = self.loop.create_task(self._sweep_forever(sweep_interval(self.config)))
+        try:
+            while True:
+                signum = await self.signals.get()
+                if signum == signal.SIGHUP:
+                    self.reload()
+                elif signum == signal.SIGTERM:
+                    await self.drain()
+                    return 0
+                else:
+                    log.info("SIGINT: exiting now")
+                    self.stop_now()
+                    return 0
+        finally:
+            sweeper.cancel()
+
+    # --- the periodic sweep -------------------------------------------------
+
+    async def _sweep_forever(self, tick: float) -> None:
+        ctx = self.ctx
+        while True:
+            await asyncio.sleep(tick)
+            now = self.loop.time()
+            expired = [conn for conn in ctx.connections if conn.deadline <= now]
+            for conn in expired:
+                conn.on_timer(now)
+            ctx.pools.sweep(now)
+
+    def _connection_closed(self) -> None:
+        if self.ctx.draining:
+            if not self.ctx.connections:
+                self.drained.set()
+            return
+        for acceptor in self.acceptors:
+            if not acceptor.reading and len(self.ctx.connections) < self.ctx.limits.max_connections:
+                acceptor.start()
+
+    # --- reload ------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Re-read the config file; swap it in whole or keep the running one."""
+        from proxy.config.load import load_config
+
+        stats = self.ctx.stats
+        try:
+            config = load_config(self.path)
+            table = build_table(config)
+        except GraylaneError as exc:
+            stats.reloads_failed += 1
+            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+            log.error("reload failed, keeping the running config:\n  %s", "\n  ".join(problems))
+            return False
+        if config.listeners != self.config.listeners:
+            log.warning("listener changes take effect only after a restart")
+        self.config = config
+        self.ctx.limits = config.limits
+        self.ctx.table = table
+        self._sync_pools(table)
+        stats.reloads_ok += 1
+        log.info("configuration reloaded from %s", self.path)
+        return True
+
+    def _sync_pools(self, table: Any) -> None:
+        settings = {endpoint.key: endpoint.pool for endpoint in table.endpoints}
+        self.ctx.pools.keep_only(set(settings), settings)
+
+    # --- stop --------------------------------------------------------------
+
+    async def drain(self) -> None:
+        ctx = self.ctx
+        deadline = self.loop.time() + ctx.limits.drain_timeout
+        count = len(ctx.connections)
+        log.info("SIGTERM: draining %d connection(s), deadline %.0fs", count, ctx.limits.drain_timeout)
+        ctx.draining = True
+        for acceptor in self.acceptors:
+            acceptor.close()
+        for conn in list(ctx.connections):
+            conn.close_if_idle()
+        ctx.pools.close_idle()
+        # In-flight exchanges close their connection after their response.
+        if ctx.connections:
+            try:
+                await asyncio.wait_for(self.drained.wait(), max(0.0, deadline - self.loop.time()))
+            except TimeoutError:
+                pass
+        if ctx.connections:
+            log.warning("drain deadline passed: closing %d connection(s)", len(ctx.connections))
+        self.stop_now()
+        log.info("drained, exiting")
+
+    def stop_now(self) -> None:
+        for acceptor in self.acceptors:
+            acceptor.close()
+        for conn in list(self.ctx.connections):
+            conn.transport.abort()
+        self.ctx.pools.close_idle()
+
+
+async def _main(config: Config, path: str) -> int:
+    server = Server(config, path, asyncio.get_running_loop())
+    server.listen()
+    return await server.serve()
+
+
+def run(config: Config, path: str) -> int:
+    """Run one server in the foreground until SIGTERM/SIGINT; returns the exit code."""
+    try:
+        return uvloop.run(_main(config, path))
+    except StartupError as exc:
+        log.error("%s", exc)
+        return 1
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("%s", problem)
+        return 2
