@@ -104,6 +104,18 @@ def _cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from proxy.demo import run_demo
+
+    return run_demo(args.config, rate=args.rate, duration=args.duration)
+
+
+def _setup_demo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", metavar="FILE", help="demo config (default: conf/demo.yaml)")
+    parser.add_argument("--rate", type=float, default=20.0, help="demo requests per second (0: none)")
+    parser.add_argument("--duration", type=float, default=600.0, help="stop after this many seconds")
+
+
 def _add_config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-c", "--config", required=True, metavar="FILE", help="config file (.yaml, .toml or .json)"
@@ -128,6 +140,7 @@ _COMMANDS: dict[str, tuple[str, _AddArguments, _Handler]] = {
     "run": ("serve with a config file", _setup_run, _cmd_run),
     "check": ("check a config file without serving", _add_config_option, _cmd_check),
     "dump-config": ("print the effective config", _setup_dump_config, _cmd_dump_config),
+    "demo": ("run two demo versions behind graylane and show the live split", _setup_demo, _cmd_demo),
     "version": ("print the version", lambda parser: None, _cmd_version),
 }
 

@@ -33,8 +33,13 @@ CRLF = b"\r\n"
 
 # tchar from RFC 9110 5.6.2; bytes.translate(None, TOKEN) leaves only the bad bytes.
 TOKEN = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-# Bytes allowed in a request-target: visible ASCII (no space, no controls, no DEL).
-TARGET_BAD = bytes(range(0, 0x21)) + b"\x7f"
+# Bytes refused in a request-target (RFC 9112 3.2, whose grammar is ASCII URI syntax): space, controls,
+# DEL, non-ASCII (a client must percent-encode it) and "#" (a fragment is never sent; a parser that cut
+# the target there would route a different path than the upstream sees).
+TARGET_BAD = bytes(range(0, 0x21)) + b"#" + bytes(range(0x7F, 0x100))
+# Bytes allowed in Host and in the authority of an absolute-form target: uri-host [":" port]
+# (RFC 3986 reg-name / IP-literal / IPv4); anything else in Host is a 400 (RFC 9110 7.2).
+HOST_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;=:[]"
 # Bytes never allowed in a header value once the head is split into lines.
 VALUE_BAD = bytes(range(0, 0x09)) + bytes(range(0x0A, 0x20)) + b"\x7f"
 HEX = b"0123456789abcdefABCDEF"
@@ -81,6 +86,8 @@ class ResponseHead:
 
 def _split_lines(head: bytes, error: type) -> list:
     """Split a complete head (ending CRLFCRLF) into lines; refuse bare CR, bare LF and NUL."""
+    if not head.endswith(b"\r\n\r\n"):
+        raise error("incomplete message head")
     crlf = head.count(CRLF)
     if head.count(b"\r") != crlf or head.count(b"\n") != crlf:
         raise error("bare CR or LF in message head")
@@ -136,14 +143,26 @@ def _connection_tokens(value: bytes, tokens: list) -> None:
             tokens.append(token)
 
 
-def _forward_block(lines: list, fields: list, drop: frozenset, named: list) -> bytes:
-    """Header lines to forward: the raw lines, minus ``drop`` and what Connection names."""
+def _forward_block(lines: list, fields: list, drop: frozenset, named: list, length: int) -> bytes:
+    """Header lines to forward: the raw lines, minus ``drop`` and what Connection names.
+
+    ``length`` >= 0 asks for the Content-Length lines (a repeated header or a list such as
+    "5, 5") to become one ``Content-Length: length`` line where the first of them stood, so the
+    next recipient never has to resolve duplicates itself (RFC 9110 8.6).
+    """
     kept = []
+    merge = length >= 0
     for i in range(len(fields)):
         name = fields[i][0]
         if name in drop or name in named:
             continue
-        kept.append(lines[i + 1])
+        if merge and name == b"content-length":
+            if length < 0:
+                continue  # the one merged line is already written
+            kept.append(b"Content-Length: %d" % length)
+            length = -1
+        else:
+            kept.append(lines[i + 1])
         kept.append(CRLF)
     return b"".join(kept)
 
@@ -194,7 +213,8 @@ def parse_request_head(head: bytes, max_uri: int, max_headers: int) -> RequestHe
         if question != -1 and question < cut:
             cut = question
         host = rest[:cut]
-        if not host or b"@" in host:
+        if not host or host.translate(None, HOST_CHARS):
+            # Also refuses userinfo ("@"), which RFC 9110 4.2.4 forbids in http(s) URIs.
             raise BadRequest("invalid request-target")
         path_and_query = rest[cut:]
         if not path_and_query or path_and_query[:1] == b"?":
@@ -223,6 +243,7 @@ def parse_request_head(head: bytes, max_uri: int, max_headers: int) -> RequestHe
     request_id = None
     host_seen = False
     rebuild = False
+    length_lines = 0
     for name, value in fields:
         if name in REQUEST_DROP:
             rebuild = True
@@ -239,11 +260,12 @@ def parse_request_head(head: bytes, max_uri: int, max_headers: int) -> RequestHe
                 xff = value if xff is None else xff + b", " + value
         elif name == b"content-length":
             content_length = _parse_content_length(value, content_length, BadRequest)
+            length_lines += 2 if b"," in value else 1
         elif name == b"host":
             if host_seen:
                 raise BadRequest("more than one Host header")
             host_seen = True
-            if value.translate(None, TARGET_BAD) != value:
+            if value.translate(None, HOST_CHARS):
                 raise BadRequest("invalid Host header")
             if host is None:
                 host = value
@@ -266,13 +288,18 @@ def parse_request_head(head: bytes, max_uri: int, max_headers: int) -> RequestHe
         keep_alive = b"close" not in connection
     else:
         keep_alive = b"keep-alive" in connection and b"close" not in connection
-    if upgrade is not None and b"upgrade" not in connection:
+    if upgrade is not None and (minor == 0 or b"upgrade" not in connection):
+        # RFC 9110 7.8: Upgrade counts only when Connection names it, and never in HTTP/1.0.
         upgrade = None
 
     named = [token for token in connection if token not in (b"close", b"keep-alive", b"upgrade")]
     if named:
         if b"host" in named or b"content-length" in named:
             raise BadRequest("Connection names an end-to-end header")
+        rebuild = True
+    merged_length = -1
+    if length_lines > 1:
+        merged_length = content_length
         rebuild = True
 
     req = RequestHead()
@@ -291,7 +318,7 @@ def parse_request_head(head: bytes, max_uri: int, max_headers: int) -> RequestHe
     req.xff = xff
     req.request_id = request_id
     if rebuild:
-        req.forward_headers = _forward_block(lines, fields, REQUEST_DROP, named)
+        req.forward_headers = _forward_block(lines, fields, REQUEST_DROP, named, merged_length)
     else:
         # Nothing to drop: forward the block as the client sent it, in one slice.
         start = len(request_line) + 2
@@ -317,8 +344,13 @@ def parse_response_head(head: bytes, max_headers: int) -> ResponseHead:
     if code.translate(None, DIGITS) or (len(status_line) > 12 and status_line[12:13] != b" "):
         raise error("malformed status code")
     status = int(code)
-    if status < 100:
+    if status < 100 or status > 599:
+        # RFC 9110 15: 100..599; a code outside has no class to act on.
         raise error("malformed status code")
+    reason = status_line[13:]
+    if reason.translate(None, VALUE_BAD) != reason:
+        # The status line is relayed as received: no control bytes may pass through.
+        raise error("invalid character in reason phrase")
 
     fields = _header_fields(lines, max_headers, error, error)
     content_length = -1
@@ -326,6 +358,7 @@ def parse_response_head(head: bytes, max_headers: int) -> ResponseHead:
     connection = []
     upgrade = None
     rebuild = False
+    length_lines = 0
     for name, value in fields:
         if name in RESPONSE_DROP:
             rebuild = True
@@ -337,6 +370,7 @@ def parse_response_head(head: bytes, max_headers: int) -> ResponseHead:
                 upgrade = value
         elif name == b"content-length":
             content_length = _parse_content_length(value, content_length, error)
+            length_lines += 2 if b"," in value else 1
 
     chunked = False
     if transfer_encoding is not None:
@@ -351,18 +385,25 @@ def parse_response_head(head: bytes, max_headers: int) -> ResponseHead:
     else:
         keep_alive = b"keep-alive" in connection and b"close" not in connection
     named = [token for token in connection if token not in (b"close", b"keep-alive", b"upgrade")]
+    if b"content-length" in named:
+        # Dropping it would leave the client a body without framing.
+        raise error("Connection names Content-Length")
+    merged_length = -1
+    if length_lines > 1:
+        merged_length = content_length
+        rebuild = True
 
     resp = ResponseHead()
     resp.status = status
     resp.http_minor = minor
-    resp.reason = status_line[13:]
+    resp.reason = reason
     resp.headers = fields
     resp.content_length = content_length
     resp.chunked = chunked
     resp.keep_alive = keep_alive
     resp.upgrade = upgrade
     if rebuild or named:
-        resp.forward_headers = _forward_block(lines, fields, RESPONSE_DROP, named)
+        resp.forward_headers = _forward_block(lines, fields, RESPONSE_DROP, named, merged_length)
         resp.verbatim = False
     else:
         resp.forward_headers = head[len(status_line) + 2 : len(head) - 2]
@@ -387,7 +428,13 @@ class ChunkedDecoder:
     ``feed(data)`` returns ``(pieces, consumed)``: the decoded data pieces and how
     many bytes of ``data`` belonged to the body. ``done`` turns true after the
     last chunk and its trailer; bytes after that (a pipelined request) are left
-    for the caller. Malformed framing raises ``error`` (given at creation).
+    for the caller, and later feeds consume nothing. Malformed framing raises
+    ``error`` (given at creation).
+
+    The outcome never depends on how the body is split into feeds: every check
+    runs on complete lines, except the length limit of a line, which fails a
+    partial line only once it can no longer fit (so a line fails alike whole or
+    in pieces), and the CRLF after chunk data, which is checked byte by byte.
     """
 
     __slots__ = ("state", "remaining", "line", "trailer_bytes", "done", "error")
@@ -402,6 +449,8 @@ class ChunkedDecoder:
 
     def feed(self, data: bytes) -> tuple:
         pieces = []
+        if self.done:
+            return pieces, 0
         pos = 0
         end = len(data)
         while pos < end:
@@ -414,26 +463,38 @@ class ChunkedDecoder:
                 if self.remaining == 0:
                     self.state = _DATA_END
                 continue
+            if state == _DATA_END:
+                # Exactly CRLF follows chunk data; self.line holds the CR when it came alone.
+                expected = CRLF[len(self.line) :]
+                take = min(len(expected), end - pos)
+                if data[pos : pos + take] != expected[:take]:
+                    raise self.error("missing CRLF after chunk data")
+                pos += take
+                if take == len(expected):
+                    self.line = b""
+                    self.state = _SIZE
+                else:
+                    self.line = b"\r"
+                continue
             # The other states read lines; a line may arrive in several pieces.
             newline = data.find(b"\n", pos)
             if newline == -1:
                 self.line += data[pos:]
                 pos = end
-                if len(self.line) > MAX_CHUNK_LINE:
+                # MAX_CHUNK_LINE bytes and the CR still fit; one more never will.
+                if len(self.line) > MAX_CHUNK_LINE + 1:
                     raise self.error("chunk line too long")
                 break
             line = self.line + data[pos : newline + 1]
             self.line = b""
             pos = newline + 1
+            if len(line) > MAX_CHUNK_LINE + 2:
+                raise self.error("chunk line too long")
             if len(line) < 2 or line[-2:-1] != b"\r":
                 raise self.error("bare LF in chunked body")
             line = line[:-2]
             if state == _SIZE:
                 self._size_line(line)
-            elif state == _DATA_END:
-                if line:
-                    raise self.error("missing CRLF after chunk data")
-                self.state = _SIZE
             else:  # _TRAILER
                 if not line:
                     self.state = _DONE
@@ -442,8 +503,7 @@ class ChunkedDecoder:
                 self.trailer_bytes += len(line)
                 if self.trailer_bytes > MAX_TRAILER:
                     raise self.error("chunked trailer too large")
-                if b"\r" in line or b"\x00" in line:
-                    raise self.error("invalid character in trailer")
+                self._trailer_line(line)
         return pieces, pos
 
     def _size_line(self, line: bytes) -> None:
@@ -452,17 +512,29 @@ class ChunkedDecoder:
         # No whitespace allowed around the size (a classic smuggling vector).
         if not size or len(size) > 16 or size.translate(None, HEX):
             raise self.error("invalid chunk size")
-        if b"\r" in line or b"\x00" in line:
-            raise self.error("invalid chunk extension")
+        if semicolon != -1:
+            extension = line[semicolon:]
+            # Extensions are relayed as received: no control bytes may pass through.
+            if extension.translate(None, VALUE_BAD) != extension:
+                raise self.error("invalid chunk extension")
         self.remaining = int(size, 16)
         if self.remaining == 0:
             self.state = _TRAILER
         else:
             self.state = _DATA
 
+    def _trailer_line(self, line: bytes) -> None:
+        # Trailer fields are relayed as received, so they must be what a header line may be.
+        colon = line.find(b":")
+        if colon <= 0 or line[:colon].translate(None, TOKEN):
+            raise self.error("invalid trailer field")
+        value = line[colon + 1 :]
+        if value.translate(None, VALUE_BAD) != value:
+            raise self.error("invalid trailer field")
+
 
 def chunk(data: bytes) -> bytes:
-    """One chunk of a chunked body, framed."""
+    """One chunk of a chunked body, framed. Never call it with b"": that is the last chunk."""
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 

@@ -161,12 +161,19 @@ class Metadata(_Base):
 
     header: str = "X-Request-Metadata"
     strip: bool = False  # remove the header before forwarding
-    max_bytes: int = 4096
+    max_bytes: Size = Size(4096)
 
 
 class Observability(_Base):
     version_header: str | None = None  # e.g. "X-Graylane-Version"; off by default
     request_id_header: str = "X-Request-ID"
+
+
+class Admin(_Base):
+    """The admin API's own listener (off unless configured)."""
+
+    address: str = "127.0.0.1:9901"
+    token: str | None = None  # bearer token; required when the address is not loopback
 
 
 class Config(_Base):
@@ -178,4 +185,5 @@ class Config(_Base):
     upstream: Pool = Pool()
     metadata: Metadata = Metadata()
     observability: Observability = Observability()
+    admin: Admin | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"

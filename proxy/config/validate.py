@@ -8,6 +8,7 @@ sections, address syntax, tokens, regexes, ranges and "exactly one of".
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Iterator
 
@@ -49,6 +50,26 @@ def check_listeners(config: Config) -> Iterator[Problem]:
                 ("listeners", i, "address"), f"{listener.address!r} is already used by listeners[{used[key]}]"
             )
         used.setdefault(key, i)
+
+
+def check_admin(config: Config) -> Iterator[Problem]:
+    admin = config.admin
+    if admin is None:
+        return
+    try:
+        host, _ = parse_host_port(admin.address, allow_port_zero=True)
+    except ValueError as e:
+        yield Problem(("admin", "address"), str(e))
+        return
+    if not is_loopback(host) and not admin.token:
+        yield Problem(("admin", "token"), f"a token is required when the admin API listens on {host} (not loopback)")
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def check_tls_files(config: Config) -> Iterator[Problem]:
@@ -298,6 +319,7 @@ def _names(mapping: dict[str, object]) -> str:
 
 CHECKS: tuple[Check, ...] = (
     check_listeners,
+    check_admin,
     check_tls_files,
     check_versions,
     check_endpoints,

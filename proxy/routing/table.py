@@ -33,7 +33,7 @@ from proxy.http.request import RequestHead
 from proxy.routing.choice import MirrorChoice, VersionChoice, bucket_table, default_rand
 from proxy.routing.decision import Decision, Target
 from proxy.routing.endpoints import Endpoint, EndpointGroup
-from proxy.routing.matchers import Check, Needs, compile_match, is_token, matches
+from proxy.routing.matchers import Check, Needs, compile_match, is_token
 from proxy.routing.metadata import LabelParser
 from proxy.routing.pathindex import PathIndex
 from proxy.routing.plans import HeaderPlan, Op, build_plan, compile_ops, header_line
@@ -155,12 +155,15 @@ class RouteTable:
         view = None
         for route in candidates:
             checks = route.checks
-            if checks:
-                if view is None:
-                    view = RequestView(req, client_ip, self._labels)
-                if not matches(checks, view):
-                    continue
-            break
+            if not checks:
+                break
+            if view is None:
+                view = RequestView(req, client_ip, self._labels)
+            for check in checks:  # matchers.matches, inlined
+                if not check(view):
+                    break
+            else:
+                break
         else:
             raise NoRoute("no route matches the request")
 

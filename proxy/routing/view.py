@@ -73,8 +73,3 @@ class RequestView:
     def label(self, name: str) -> str | None:
         labels = self.labels()
         return None if labels is None else labels.get(name)
-
-    def parsed_labels(self) -> dict | None:
-        """The labels if a matcher already parsed them, else None (never parses)."""
-        labels = self._labels
-        return None if labels is _UNSET else labels

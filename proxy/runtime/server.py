@@ -55,6 +55,7 @@ class Server:
         self.acceptors: list[Acceptor] = []
         self.signals: asyncio.Queue[int] = asyncio.Queue()
         self.drained = asyncio.Event()
+        self.admin: Any = None
         self._sync_pools(self.ctx.table)
 
     # --- start -------------------------------------------------------------
@@ -71,6 +72,13 @@ class Server:
         for acceptor in self.acceptors:
             acceptor.start()
             log.info("listening on %s%s", acceptor.bound, " (TLS)" if acceptor.ssl else "")
+
+    async def start_admin(self) -> None:
+        if self.config.admin is not None:
+            from proxy.admin.server import AdminServer
+
+            self.admin = AdminServer(self.config.admin, self)
+            await self.admin.start()
 
     async def serve(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -114,8 +122,8 @@ class Server:
 
     # --- reload ------------------------------------------------------------
 
-    def reload(self) -> bool:
-        """Re-read the config file; swap it in whole or keep the running one."""
+    def reload(self) -> list[str]:
+        """Re-read the config file; swap it in whole or keep the running one. Returns the problems."""
         from proxy.config.load import load_config
 
         stats = self.ctx.stats
@@ -126,7 +134,7 @@ class Server:
             stats.reloads_failed += 1
             problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
             log.error("reload failed, keeping the running config:\n  %s", "\n  ".join(problems))
-            return False
+            return problems
         if config.listeners != self.config.listeners:
             log.warning("listener changes take effect only after a restart")
         self.config = config
@@ -135,7 +143,7 @@ class Server:
         self._sync_pools(table)
         stats.reloads_ok += 1
         log.info("configuration reloaded from %s", self.path)
-        return True
+        return []
 
     def _sync_pools(self, table: Any) -> None:
         settings = {endpoint.key: endpoint.pool for endpoint in table.endpoints}
@@ -166,6 +174,8 @@ class Server:
         log.info("drained, exiting")
 
     def stop_now(self) -> None:
+        if self.admin is not None:
+            self.admin.close()
         for acceptor in self.acceptors:
             acceptor.close()
         for conn in list(self.ctx.connections):
@@ -175,6 +185,7 @@ class Server:
 
 async def _main(config: Config, path: str) -> int:
     server = Server(config, path, asyncio.get_running_loop())
+    await server.start_admin()
     server.listen()
     return await server.serve()
 

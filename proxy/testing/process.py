@@ -13,6 +13,7 @@ the machinery itself is tested against a tiny fake child.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -26,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-__all__ = ["GraylaneProcess", "ProcessStartError", "count_listeners"]
+__all__ = ["GraylaneProcess", "ProcessStartError", "count_listeners", "proxy_config"]
 
 # Where this checkout's ``proxy`` package lives, so that ``-m proxy`` imports it
 # whatever the child's working directory is.
@@ -56,6 +57,44 @@ def count_listeners(text: str, suffix: str = ".yaml") -> int:
     return len(listeners) if isinstance(listeners, list) and listeners else 1
 
 
+def proxy_config(
+    endpoints: str | Sequence[str],
+    *,
+    limits: Mapping[str, object] | None = None,
+    upstream: Mapping[str, object] | None = None,
+    admin: bool | Mapping[str, object] = False,
+    tls: Mapping[str, str] | None = None,
+    **top: object,
+) -> str:
+    """Config text for the common test shape: one listener on 127.0.0.1:0, one service
+    ``api`` whose version ``v1`` has ``endpoints``, one route sending everything there.
+
+    ``limits`` and ``upstream`` are the config's sections of the same names (durations
+    as ``"300ms"``); ``admin=True`` adds the admin API on 127.0.0.1:0 (a mapping sets
+    its fields, e.g. a token); ``tls`` is the listener's ``{cert, key}``; other keyword
+    arguments become top-level sections. JSON is YAML, so the text is JSON.
+    """
+    if isinstance(endpoints, str):
+        endpoints = [endpoints]
+    listener: dict[str, object] = {"address": "127.0.0.1:0"}
+    if tls is not None:
+        listener["tls"] = dict(tls)
+    doc: dict[str, object] = {
+        "version": 1,
+        "listeners": [listener],
+        "services": {"api": {"versions": {"v1": {"endpoints": list(endpoints)}}}},
+        "routes": [{"name": "all", "service": "api"}],
+    }
+    if limits:
+        doc["limits"] = dict(limits)
+    if upstream:
+        doc["upstream"] = dict(upstream)
+    if admin:
+        doc["admin"] = {"address": "127.0.0.1:0", **(admin if isinstance(admin, Mapping) else {})}
+    doc.update(top)
+    return json.dumps(doc, indent=2) + "\n"
+
+
 class GraylaneProcess:
     """A graylane child process.
 
@@ -66,6 +105,7 @@ class GraylaneProcess:
     """
 
     LISTENING = re.compile(r"listening on (\[[0-9A-Za-z:.%]+\]|[^\s:\[\]]+):(\d+)")
+    ADMIN = re.compile(r"admin API on (\[[0-9A-Za-z:.%]+\]|[^\s:\[\]]+):(\d+)")
 
     def __init__(
         self,
@@ -244,6 +284,20 @@ class GraylaneProcess:
     @property
     def port(self) -> int:
         return self.address[1]
+
+    @property
+    def admin_address(self) -> tuple[str, int]:
+        """``(host, port)`` of the admin API, from its ``admin API on`` log line."""
+        with self._cond:
+            for line in self._lines["stderr"]:
+                match = self.ADMIN.search(line)
+                if match is not None:
+                    return match.group(1).strip("[]"), int(match.group(2))
+        raise RuntimeError(f"graylane has not logged an admin API address\n{self._output()}")
+
+    @property
+    def admin_port(self) -> int:
+        return self.admin_address[1]
 
     @property
     def host(self) -> str:

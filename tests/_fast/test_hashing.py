@@ -20,9 +20,7 @@ from proxy._fast import compiled, load, pure
 ROOT = Path(__file__).resolve().parents[2]
 TWIN = pure("hashing")
 FAST = compiled("hashing")
-FORMS = [pytest.param(TWIN, id="pure")] + (
-    [pytest.param(FAST, id="compiled")] if FAST is not None else []
-)
+FORMS = [pytest.param(TWIN, id="pure")] + ([pytest.param(FAST, id="compiled")] if FAST is not None else [])
 
 
 @pytest.mark.parametrize("h", FORMS)
@@ -44,7 +42,7 @@ def test_fmix64_reference_points(h):
 def test_stable_hash_is_pinned(h):
     assert h.stable_hash(b"", b"") == 13331581593930102267
     assert h.stable_hash(b"route", b"user_1") == 12693309410986797054
-    assert h.stable_hash(b"checkout", b"user_12345") % 10000 == h.stable_hash(b"checkout", b"user_12345") % 10000
+    assert h.stable_hash(b"checkout", b"user_12345") % 10000 == 4294
 
 
 @pytest.mark.parametrize("h", FORMS)
@@ -78,7 +76,9 @@ def test_same_result_in_another_process_with_another_hash_seed():
     results = set()
     for seed in ("1", "2"):
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": seed}
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=60, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, timeout=60, check=True
+        )
         results.add(int(out.stdout))
     assert results == {load("hashing").stable_hash(b"route", b"user_42")}
 

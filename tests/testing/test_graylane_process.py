@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.testing import GraylaneProcess, ProcessStartError
+from proxy.testing import GraylaneProcess, ProcessStartError, request
 from proxy.testing.process import count_listeners
 
 ONE_LISTENER = """\
@@ -254,3 +254,29 @@ def test_count_listeners():
     assert count_listeners(toml, ".toml") == 2
     assert count_listeners(": not yaml : [") == 1
     assert count_listeners("listeners: []") == 1
+
+
+@pytest.mark.integration
+def test_real_proxy_end_to_end(graylane, backend):
+    """The fixtures together: a backend, the real proxy in front of it, a request through."""
+    v1 = backend("v1")
+    config = f"""\
+version: 1
+listeners:
+  - address: 127.0.0.1:0
+services:
+  api:
+    versions:
+      v1:
+        endpoints: [{v1.endpoint}]
+routes:
+  - name: all
+    service: api
+"""
+    proc = graylane(config)
+    assert proc.port > 0
+    resp = request(proc.host, proc.port, "GET", "/through?x=1")
+    assert resp.status == 200
+    assert resp.get("X-Backend-Version") == "v1"
+    assert v1.requests[0].target == "/through?x=1"
+    assert proc.stop() == 0

@@ -1,0 +1,1 @@
+"""The admin API: health, counters and control, on its own listener."""

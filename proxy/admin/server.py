@@ -1,0 +1,113 @@
+"""A small HTTP/1.1 server for the admin API (off the data path, so plain coroutines).
+
+Routes are a table of (method, path) -> handler; every answer is JSON and the
+connection closes after it. A bearer token, when configured, guards everything
+but /live and /ready (probes must not need secrets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from proxy._fast import http1
+from proxy.config.schema import Admin
+from proxy.errors import HttpError
+from proxy.http.responses import status_line
+from proxy.runtime.listener import open_socket
+
+log = logging.getLogger("graylane")
+
+Handler = Callable[[], Awaitable[tuple[int, Any]]]
+OPEN_PATHS = frozenset([b"/live", b"/ready"])
+MAX_HEAD = 16 * 1024
+
+
+class AdminServer:
+    def __init__(self, config: Admin, server: Any) -> None:
+        self.config = config
+        self.server = server  # proxy.runtime.server.Server
+        self.token = config.token.encode() if config.token else None
+        self.routes: dict[tuple[bytes, bytes], Handler] = {
+            (b"GET", b"/live"): self.live,
+            (b"GET", b"/ready"): self.ready,
+            (b"GET", b"/stats"): self.stats,
+            (b"POST", b"/reload"): self.reload,
+        }
+        self._server: asyncio.AbstractServer | None = None
+        self.bound = config.address
+
+    async def start(self) -> None:
+        sock = open_socket(self.config.address)
+        self._server = await asyncio.start_server(self._handle, sock=sock)
+        host, port = sock.getsockname()[:2]
+        self.bound = f"{host}:{port}"
+        log.info("admin API on %s", self.bound)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            if len(head) > MAX_HEAD:
+                raise asyncio.LimitOverrunError("head too large", len(head))
+            req = http1.parse_request_head(head, 8192, 100)
+            status, body = await self._dispatch(req)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
+            writer.close()
+            return
+        except HttpError as error:
+            status, body = error.status, {"error": error.reason}
+        payload = json.dumps(body, indent=1).encode() + b"\n"
+        writer.write(
+            status_line(status)
+            + b"Content-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(payload)
+            + payload
+        )
+        try:
+            await writer.drain()
+        except ConnectionError:
+            pass
+        writer.close()
+
+    async def _dispatch(self, req: Any) -> tuple[int, Any]:
+        handler = self.routes.get((req.method, req.path))
+        if handler is None:
+            known = [path for _, path in self.routes]
+            if req.path in known:
+                return 405, {"error": "method not allowed"}
+            return 404, {"error": "not found"}
+        if self.token is not None and req.path not in OPEN_PATHS:
+            given = req.header(b"authorization") or b""
+            if not hmac.compare_digest(given, b"Bearer " + self.token):
+                return 401, {"error": "a valid bearer token is required"}
+        return await handler()
+
+    async def live(self) -> tuple[int, Any]:
+        return 200, {"status": "live"}
+
+    async def ready(self) -> tuple[int, Any]:
+        if self.server.ctx.draining:
+            return 503, {"status": "draining"}
+        if not self.server.acceptors:
+            return 503, {"status": "starting"}
+        return 200, {"status": "ready"}
+
+    async def stats(self) -> tuple[int, Any]:
+        ctx = self.server.ctx
+        snapshot = ctx.stats.snapshot()
+        snapshot["connections_open"] = len(ctx.connections)
+        snapshot["upstream_idle"] = ctx.pools.idle_count()
+        return 200, snapshot
+
+    async def reload(self) -> tuple[int, Any]:
+        problems = self.server.reload()
+        if problems:
+            return 400, {"reloaded": False, "problems": problems}
+        return 200, {"reloaded": True}
