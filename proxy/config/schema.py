@@ -176,6 +176,26 @@ class Admin(_Base):
     token: str | None = None  # bearer token; required when the address is not loopback
 
 
+# --- access log and tracing ---------------------------------------------------
+
+
+class AccessLog(_Base):
+    """One JSON line per request, written in batches (``proxy.observe.accesslog``)."""
+
+    enabled: bool = True
+    path: str | None = None  # None or "-": standard output; a file is opened in append mode
+    flush_interval: Duration = Duration(0.2)  # pending lines are written at least this often
+    max_batch: int = 512  # ... and as soon as this many are pending
+
+
+class Tracing(_Base):
+    """W3C traceparent propagation, and optional span export over OTLP/HTTP (``proxy.observe.tracing``)."""
+
+    enabled: bool = True
+    otlp_endpoint: str | None = None  # e.g. "http://collector:4318"; needs the graylane[otel] extra
+    service_name: str = "graylane"
+
+
 class Config(_Base):
     version: Literal[1]
     listeners: list[Listener]
@@ -187,3 +207,5 @@ class Config(_Base):
     observability: Observability = Observability()
     admin: Admin | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: AccessLog = AccessLog()
+    tracing: Tracing = Tracing()

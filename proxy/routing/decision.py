@@ -25,6 +25,7 @@ class Target:
         "request_plan",
         "response_plan",
         "fallback",
+        "stats_slot",
     )
 
     def __init__(
@@ -45,6 +46,9 @@ class Target:
         # Where this version's share goes when it has no endpoint: the route's target for the
         # stable version, or None (answer 503) for the stable version itself or on_empty_version "503".
         self.fallback: Target | None = None
+        # Index of this (route, version) in the request counters; they outlive reloads,
+        # so the server assigns it by name after compiling (proxy.observe.counters).
+        self.stats_slot = 0
 
     def __repr__(self) -> str:
         return f"Target({self.route_name} -> {self.group.service}/{self.version_name})"

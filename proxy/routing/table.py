@@ -99,6 +99,7 @@ class RouteTable:
         self._plans: dict[HeaderPlan, HeaderPlan] = {}
         self.versions: list[tuple[str, str]] = []  # (service, version) by version_id
         self.endpoints: list[Endpoint] = []  # every endpoint of every version
+        self.targets: list[Target] = []  # every (route, version), for per-target counters
         meta = config.metadata
         self._strip_ops: list[Op] = []
         if not is_token(meta.header):
@@ -295,6 +296,7 @@ class RouteTable:
                 build_plan([route_resp, service.response_ops[version], service.version_header_ops[version]])
             )
             targets.append(Target(route.name, i, group, request_plan, response_plan))
+        self.targets.extend(targets)
         stable = targets[list(service.groups).index(service.stable)]
         if service.on_empty == "stable":
             for target in targets:

@@ -124,6 +124,7 @@ class Acceptor:
     async def _connect(self, conn: socket.socket) -> None:
         ctx = self.ctx
         factory = self._factory
+        failed = False
         try:
             if self.ssl is None:
                 await ctx.loop.connect_accepted_socket(factory, conn)
@@ -132,5 +133,9 @@ class Acceptor:
         except (TimeoutError, OSError, ssl.SSLError) as exc:
             log.debug("connection setup failed: %s", exc)
             conn.close()
+            failed = True
         finally:
             ctx.accepting -= 1
+        if failed and ctx.on_connection_closed is not None:
+            # No Downstream will report this one closing: resume a paused accept here.
+            ctx.on_connection_closed()

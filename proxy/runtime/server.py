@@ -34,14 +34,13 @@ def build_table(config: Config) -> Any:
 
 def sweep_interval(config: Config) -> float:
     """A quarter of the shortest timeout, so a deadline is late by at most that much."""
-    timeouts = [
-        config.limits.request_head_timeout,
-        config.limits.keepalive_timeout,
-        config.upstream.response_head_timeout,
-    ]
-    for service in config.services.values():
-        if service.pool is not None:
-            timeouts.append(service.pool.response_head_timeout)
+    timeouts = [config.limits.request_head_timeout, config.limits.keepalive_timeout]
+    pools = [config.upstream] + [s.pool for s in config.services.values() if s.pool is not None]
+    for pool in pools:
+        # Every pool deadline the sweep fires; a request_timeout of 0 is off.
+        timeouts += (pool.response_head_timeout, pool.idle_timeout)
+        if pool.request_timeout > 0:
+            timeouts.append(pool.request_timeout)
     return max(MIN_TICK, min(MAX_TICK, min(timeouts) / 4))
 
 
@@ -80,9 +79,13 @@ class Server:
             self.admin = AdminServer(self.config.admin, self)
             await self.admin.start()
 
-    async def serve(self) -> int:
+    def catch_signals(self) -> None:
+        """Queue SIGTERM/SIGINT/SIGHUP for ``serve``; called before listening, because whoever
+        waits for the ``listening on`` line may signal at once."""
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             self.loop.add_signal_handler(signum, self.signals.put_nowait, signum)
+
+    async def serve(self) -> int:
         sweeper = self.loop.create_task(self._sweep_forever(sweep_interval(self.config)))
         try:
             while True:
@@ -154,11 +157,12 @@ class Server:
     async def drain(self) -> None:
         ctx = self.ctx
         deadline = self.loop.time() + ctx.limits.drain_timeout
-        count = len(ctx.connections)
-        log.info("SIGTERM: draining %d connection(s), deadline %.0fs", count, ctx.limits.drain_timeout)
         ctx.draining = True
         for acceptor in self.acceptors:
             acceptor.close()
+        # Logged once the listeners are closed: whoever reads it may rely on that.
+        count = len(ctx.connections)
+        log.info("SIGTERM: draining %d connection(s), deadline %gs", count, ctx.limits.drain_timeout)
         for conn in list(ctx.connections):
             conn.close_if_idle()
         ctx.pools.close_idle()
@@ -185,6 +189,7 @@ class Server:
 
 async def _main(config: Config, path: str) -> int:
     server = Server(config, path, asyncio.get_running_loop())
+    server.catch_signals()
     await server.start_admin()
     server.listen()
     return await server.serve()
