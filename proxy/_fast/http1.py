@@ -143,18 +143,24 @@ def _connection_tokens(value: bytes, tokens: list) -> None:
             tokens.append(token)
 
 
-def _forward_block(lines: list, fields: list, drop: frozenset, named: list, length: int) -> bytes:
+def _forward_block(
+    lines: list, fields: list, drop: frozenset, named: list, length: int, host: object
+) -> bytes:
     """Header lines to forward: the raw lines, minus ``drop`` and what Connection names.
 
     ``length`` >= 0 asks for the Content-Length lines (a repeated header or a list such as
     "5, 5") to become one ``Content-Length: length`` line where the first of them stood, so the
-    next recipient never has to resolve duplicates itself (RFC 9110 8.6).
+    next recipient never has to resolve duplicates itself (RFC 9110 8.6). ``host``, when not
+    None, is the value of the one Host line (replacing the received one, or first if none came).
     """
     kept = []
+    if host is not None:
+        kept.append(b"Host: " + host)
+        kept.append(CRLF)
     merge = length >= 0
     for i in range(len(fields)):
         name = fields[i][0]
-        if name in drop or name in named:
+        if name in drop or name in named or (host is not None and name == b"host"):
             continue
         if merge and name == b"content-length":
             if length < 0:
@@ -199,6 +205,7 @@ def parse_request_head(head: bytes, max_uri: int, max_headers: int) -> RequestHe
         raise BadRequest("malformed HTTP version")
 
     host = None
+    absolute = False
     first = target[:1]
     if first == b"/":
         path_and_query = target
@@ -219,6 +226,7 @@ def parse_request_head(head: bytes, max_uri: int, max_headers: int) -> RequestHe
         path_and_query = rest[cut:]
         if not path_and_query or path_and_query[:1] == b"?":
             path_and_query = b"/" + path_and_query
+        absolute = True
     elif target == b"*" and method == b"OPTIONS":
         path_and_query = target
     else:
@@ -301,6 +309,10 @@ def parse_request_head(head: bytes, max_uri: int, max_headers: int) -> RequestHe
     if length_lines > 1:
         merged_length = content_length
         rebuild = True
+    if absolute:
+        # RFC 9112 3.2.2: the target's authority overrides Host. Routing used the authority, so the
+        # upstream must get it too, not a Host line that says something else.
+        rebuild = True
 
     req = RequestHead()
     req.method = method
@@ -318,7 +330,9 @@ def parse_request_head(head: bytes, max_uri: int, max_headers: int) -> RequestHe
     req.xff = xff
     req.request_id = request_id
     if rebuild:
-        req.forward_headers = _forward_block(lines, fields, REQUEST_DROP, named, merged_length)
+        req.forward_headers = _forward_block(
+            lines, fields, REQUEST_DROP, named, merged_length, host if absolute else None
+        )
     else:
         # Nothing to drop: forward the block as the client sent it, in one slice.
         start = len(request_line) + 2
@@ -403,7 +417,7 @@ def parse_response_head(head: bytes, max_headers: int) -> ResponseHead:
     resp.keep_alive = keep_alive
     resp.upgrade = upgrade
     if rebuild or named:
-        resp.forward_headers = _forward_block(lines, fields, RESPONSE_DROP, named, merged_length)
+        resp.forward_headers = _forward_block(lines, fields, RESPONSE_DROP, named, merged_length, None)
         resp.verbatim = False
     else:
         resp.forward_headers = head[len(status_line) + 2 : len(head) - 2]

@@ -65,11 +65,8 @@ class AdminServer:
         except HttpError as error:
             status, body = error.status, {"error": error.reason}
         payload = json.dumps(body, indent=1).encode() + b"\n"
-        writer.write(
-            status_line(status)
-            + b"Content-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(payload)
-            + payload
-        )
+        head = b"Content-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+        writer.write(status_line(status) + head % len(payload) + payload)
         try:
             await writer.drain()
         except ConnectionError:

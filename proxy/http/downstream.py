@@ -94,6 +94,7 @@ class Downstream(asyncio.Protocol):
         "xff_tail",
         "proto_line",
         "limits",
+        "client_eof",
         # the current exchange
         "exchange",
         "req",
@@ -136,6 +137,7 @@ class Downstream(asyncio.Protocol):
         self.client_ip = b""
         self.xff_tail = b""
         self.proto_line = b"X-Forwarded-Proto: " + scheme + CRLF
+        self.client_eof = False  # the client half-closed: answer what it sent, then close
         self.exchange = 0
         self.upstream: Upstream | None = None
         self.pool: Any = None
@@ -197,9 +199,9 @@ class Downstream(asyncio.Protocol):
             self._pause(P_PIPELINE)
 
     def eof_received(self) -> bool:
-        # A half-closed client may still be waiting for its answer: keep writing.
+        # A half-closed client may still be waiting for its answers (pipelined ones too): keep writing.
         if self.state == ACTIVE and self.req_done:
-            self.close_after = True
+            self.client_eof = True
             return True
         return False
 
@@ -629,6 +631,8 @@ class Downstream(asyncio.Protocol):
             self._resume(P_UPSTREAM_FULL)
         if self.buf:
             self._next_request()
+        if self.client_eof and self.state == IDLE:
+            self._close()  # no complete request is left and no more bytes will come
 
     def _fail(self, error: HttpError) -> None:
         """End the exchange with ``error``: answer it if nothing was sent yet, else cut the connection."""

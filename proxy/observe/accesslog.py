@@ -38,7 +38,7 @@ from typing import Any
 import msgspec
 
 from proxy.config import schema
-from proxy.errors import ConfigError
+from proxy.errors import ConfigError, StartupError
 
 log = logging.getLogger("graylane")
 
@@ -54,11 +54,14 @@ try:
 except ImportError:  # pragma: no cover - not a POSIX system
     PIPE_BUF = 512
 
+# ".000Z" ... ".999Z": the end of an RFC 3339 UTC time with milliseconds.
+MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))
+
 # Tests replace this to count writes.
 _os_write = os.write
 
 
-class Line(msgspec.Struct):
+class Line(msgspec.Struct, gc=False):
     """One access-log line; the field order is the order in the JSON object."""
 
     time: str
@@ -114,7 +117,10 @@ class AccessLog:
         if not self.enabled:
             self.log = _ignore  # type: ignore[method-assign]
             return
-        self._open()
+        try:
+            self._open()
+        except OSError as error:
+            raise StartupError(f"access_log.path: cannot open {self.path}: {error.strerror}") from error
         if loop is not None:
             self._timer = loop.call_later(self.flush_interval, self._tick)
 
@@ -144,8 +150,7 @@ class AccessLog:
         if not pending and not self._backlog:
             return
         self._pending = []
-        data = self.format(pending) if pending else b""
-        self._write(data, len(pending))
+        self._write(self.format(pending) if pending else b"")
 
     def format(self, entries: list[Entry]) -> bytes:
         """JSON lines (each ending in a newline) for ``entries``; an entry that fails to encode is skipped."""
@@ -153,33 +158,40 @@ class AccessLog:
         append = lines.append
         second = self._second
         second_text = self._second_text
+        millis = MILLIS
         for entry in entries:
-            (t, rid, client, method, path, status, b_in, b_out, dur, up, route, version, endpoint, labels,
-             sticky, flags) = entry  # fmt: skip
-            ms = int(t * 1000.0)
-            if ms // 1000 != second:
-                second = ms // 1000
-                second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            append(
-                Line(
-                    f"{second_text}.{ms % 1000:03d}Z",
-                    None if rid is None else rid.decode("ascii", "backslashreplace"),
-                    client or None,
-                    None if method is None else method.decode("ascii", "backslashreplace"),
-                    None if path is None else path.decode("ascii", "backslashreplace"),
-                    status,
-                    b_in,
-                    b_out,
-                    round(dur * 1000.0, 3),
-                    None if up < 0 else round(up * 1000.0, 3),
-                    route or None,
-                    version or None,
-                    endpoint or None,
-                    labels or None,
-                    None if sticky < 0 else f"{sticky:016x}",
-                    flags or "-",
+            try:
+                (t, rid, client, method, path, status, b_in, b_out, dur, up, route, version, endpoint, labels,
+                 sticky, flags) = entry  # fmt: skip
+                ms = int(t * 1000.0)
+                if ms // 1000 != second:
+                    second = ms // 1000
+                    second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+                append(
+                    Line(
+                        second_text + millis[ms % 1000],
+                        None if rid is None else rid.decode("ascii", "backslashreplace"),
+                        client or None,
+                        None if method is None else method.decode("ascii", "backslashreplace"),
+                        None if path is None else path.decode("ascii", "backslashreplace"),
+                        status,
+                        b_in,
+                        b_out,
+                        # Whole microseconds over 1000 print as at most 3 decimals (round() costs 3x more).
+                        int(dur * 1e6) / 1000.0,
+                        None if up < 0 else int(up * 1e6) / 1000.0,
+                        route or None,
+                        version or None,
+                        endpoint or None,
+                        labels or None,
+                        None if sticky < 0 else f"{sticky:016x}",
+                        flags or "-",
+                    )
                 )
-            )
+            except (TypeError, ValueError, AttributeError, OverflowError) as error:
+                # A malformed entry (a bug in its producer) costs its own line, not the batch.
+                self.lines_dropped += 1
+                log.warning("access log entry skipped: %r (%s)", entry, error)
         self._second = second
         self._second_text = second_text
         try:
@@ -188,7 +200,7 @@ class AccessLog:
             return self._encode_each(lines)
 
     def _encode_each(self, lines: list[Line]) -> bytes:
-        # A malformed entry (a bug in its producer) costs its own line, not the batch.
+        # Only reached when a value of some entry is not JSON-encodable.
         out = []
         encode = self._encoder.encode
         for line in lines:
@@ -220,7 +232,7 @@ class AccessLog:
             mode = 0
         self._chunk = PIPE_BUF if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) else 0
 
-    def _write(self, data: bytes, count: int) -> None:
+    def _write(self, data: bytes) -> None:
         if self._backlog:
             data = self._backlog + data
             self._backlog = b""
@@ -234,7 +246,7 @@ class AccessLog:
             except (OSError, ValueError) as error:
                 self._write_failed(error, data)
                 return
-            self._written(count)
+            self._written(data.count(b"\n"))
             return
         fd = self._fd
         if fd < 0:
@@ -256,6 +268,7 @@ class AccessLog:
             except InterruptedError:
                 continue
             except BlockingIOError:
+                self.lines_written += data.count(b"\n", 0, done)
                 rest = data[done:]
                 if len(rest) <= MAX_BACKLOG:
                     self._backlog = rest
@@ -263,9 +276,10 @@ class AccessLog:
                     self.lines_dropped += rest.count(b"\n")
                 return
             except OSError as error:
+                self.lines_written += data.count(b"\n", 0, done)
                 self._write_failed(error, data[done:])
                 return
-        self._written(count)
+        self._written(data.count(b"\n"))
 
     def _written(self, count: int) -> None:
         self.lines_written += count

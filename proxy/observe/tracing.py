@@ -328,4 +328,3 @@ def make_exporter(config: schema.Tracing, loop: Any = None) -> SpanExporter | No
     if not config.enabled or not config.otlp_endpoint:
         return None
     return SpanExporter(config, loop)
-

@@ -111,11 +111,20 @@ def test_repeated_equal_content_length_is_merged_into_one_line(h1):
     ],
 )
 def test_absolute_form_takes_host_from_the_target(h1, target, host, path, query):
-    req = parse(h1, head(b"GET " + target + b" HTTP/1.1", b"Host: ignored.example"))
+    req = parse(h1, head(b"GET " + target + b" HTTP/1.1", b"Accept: */*", b"Host: ignored.example"))
     assert req.target == target
     assert req.host == host
     assert req.path == path
     assert req.query == query
+    # RFC 9112 3.2.2: the authority overrides Host, for the upstream as for routing.
+    assert req.forward_headers == b"Host: " + host + b"\r\nAccept: */*\r\n"
+    assert req.header(b"host") == b"ignored.example"  # the received header stays visible
+
+
+def test_absolute_form_in_http10_without_host_gets_one(h1):
+    req = parse(h1, head(b"GET http://api.example/x HTTP/1.0", b"Accept: */*"))
+    assert req.host == b"api.example"
+    assert req.forward_headers == b"Host: api.example\r\nAccept: */*\r\n"
 
 
 def test_options_asterisk(h1):

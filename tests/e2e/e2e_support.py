@@ -14,7 +14,8 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,18 +52,33 @@ def split(**weights: int) -> list[dict[str, Any]]:
     return [{"version": version, "weight": weight} for version, weight in weights.items()]
 
 
-def example(name: str, endpoints: Mapping[str, Backend], *, admin: bool = False) -> str:
-    """An example of conf/ made runnable here: listeners on 127.0.0.1:0, each version's endpoints
-    replaced by the backend of ``endpoints[version]``; everything else as written."""
+def example(name: str, endpoints: Mapping[str, Backend]) -> str:
+    """An example of conf/ made runnable here: listeners (and the admin API) on 127.0.0.1:0, each
+    version's endpoints replaced by the backend of ``endpoints[version]``; everything else as written."""
     doc = yaml.safe_load((CONF_DIR / name).read_text())
     for listener in doc["listeners"]:
         listener["address"] = "127.0.0.1:0"
     for spec in doc["services"].values():
         for version, vspec in spec["versions"].items():
             vspec["endpoints"] = [endpoints[version].endpoint]
-    if admin or "admin" in doc:
+    if "admin" in doc:
         doc["admin"] = {"address": "127.0.0.1:0"}
     return yaml.safe_dump(doc, sort_keys=False)
+
+
+# --- serving a whole module ---------------------------------------------------------
+
+
+@contextmanager
+def serving(
+    make_config: Callable[[dict[str, Backend]], str], *names: str
+) -> Iterator[tuple[dict[str, Backend], GraylaneProcess]]:
+    """Backends named ``names`` and a graylane on ``make_config(backends)``, stopped on exit
+    (for fixtures that serve a whole module; tests then ``clear()`` the backends first)."""
+    with ExitStack() as stack:
+        backends = {name: stack.enter_context(Backend(name)) for name in names}
+        proxy = stack.enter_context(GraylaneProcess(make_config(backends)))
+        yield backends, proxy
 
 
 # --- requests -----------------------------------------------------------------------
@@ -78,7 +94,7 @@ def versions_of(
 ) -> Counter[str]:
     """How many of ``count`` identical requests each version answered (by X-Backend-Version)."""
     tally = blast(proxy.address, [raw_get(path, headers)] * count, connections=1)
-    assert set(status for status, _ in tally) == {200}, tally
+    assert {status for status, _ in tally} == {200}, tally
     return Counter({version: n for (_, version), n in tally.items()})
 
 
@@ -200,6 +216,16 @@ def _pipeline(
                 answered += 1
                 start = body_end
             buf = buf[start:]
+
+
+def can_bind(host: str) -> bool:
+    """Whether a socket can bind ``host`` (Linux answers for all of 127.0.0.0/8, not every OS does)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+    except OSError:
+        return False
+    return True
 
 
 # --- what the backends saw ----------------------------------------------------------

@@ -11,11 +11,24 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from e2e_support import CONF_DIR, assignments, blast, example, get, raw_get, reload, versions_of
+from e2e_support import (
+    CONF_DIR,
+    assignments,
+    blast,
+    example,
+    get,
+    raw_get,
+    reload,
+    serving,
+    versions_of,
+)
+
+from proxy.testing import Backend, GraylaneProcess
 
 pytestmark = pytest.mark.integration
 
@@ -50,6 +63,35 @@ def test_weighted_splits_70_30_per_request(backend, graylane):
     assert len(v1.requests) + len(v2.requests) == total
 
 
+@pytest.fixture(scope="module")
+def _header_gray() -> Iterator[tuple[dict[str, Backend], GraylaneProcess]]:
+    with serving(lambda backends: example("header-gray.yaml", backends), "v1", "v2") as running:
+        yield running
+
+
+@pytest.fixture
+def header_gray(_header_gray) -> tuple[dict[str, Backend], GraylaneProcess]:
+    """conf/header-gray.yaml serving, shared by the module; v1 and v2 cleared."""
+    for origin in _header_gray[0].values():
+        origin.clear()
+    return _header_gray
+
+
+@pytest.fixture(scope="module")
+def _metadata_labels() -> Iterator[tuple[dict[str, Backend], GraylaneProcess]]:
+    with serving(lambda backends: example("metadata-labels.yaml", backends), "v1", "v2") as running:
+        yield running
+
+
+@pytest.fixture
+def metadata_labels(_metadata_labels) -> tuple[tuple[Backend, Backend], GraylaneProcess]:
+    """conf/metadata-labels.yaml serving, shared by the module; v1 and v2 cleared."""
+    backends, proxy = _metadata_labels
+    for origin in backends.values():
+        origin.clear()
+    return (backends["v1"], backends["v2"]), proxy
+
+
 @pytest.mark.parametrize(
     ("headers", "version"),
     [
@@ -66,10 +108,10 @@ def test_weighted_splits_70_30_per_request(backend, graylane):
         ({}, "v1"),  # everyone else stays on stable
     ],
 )
-def test_header_gray_sends_chosen_users_to_v2(backend, graylane, headers, version):
-    v1, v2 = backend("v1"), backend("v2")
-    proxy = graylane(example("header-gray.yaml", {"v1": v1, "v2": v2}))
+def test_header_gray_sends_chosen_users_to_v2(header_gray, headers, version):
+    backends, proxy = header_gray
     assert versions_of(proxy, 30, "/", headers) == Counter({version: 30})
+    assert len(backends[version].requests) == 30
 
 
 @pytest.mark.parametrize(
@@ -83,19 +125,18 @@ def test_header_gray_sends_chosen_users_to_v2(backend, graylane, headers, versio
         (None, "v1"),
     ],
 )
-def test_metadata_labels_send_ios_users_in_the_eu_to_v2(backend, graylane, labels, version):
-    v1, v2 = backend("v1"), backend("v2")
-    proxy = graylane(example("metadata-labels.yaml", {"v1": v1, "v2": v2}))
+def test_metadata_labels_send_ios_users_in_the_eu_to_v2(metadata_labels, labels, version):
+    (v1, v2), proxy = metadata_labels
     headers = {} if labels is None else {"X-Request-Metadata": json.dumps(labels)}
     assert versions_of(proxy, 20, "/", headers) == Counter({version: 20})
     # strip: true -> the header never reaches a backend.
+    assert len(v1.requests + v2.requests) == 20
     for seen in v1.requests + v2.requests:
         assert seen.header_values("X-Request-Metadata") == []
 
 
-def test_metadata_labels_over_max_bytes_are_ignored(backend, graylane):
-    v1, v2 = backend("v1"), backend("v2")
-    proxy = graylane(example("metadata-labels.yaml", {"v1": v1, "v2": v2}))
+def test_metadata_labels_over_max_bytes_are_ignored(metadata_labels):
+    (v1, v2), proxy = metadata_labels
     big = json.dumps({"device_type": "ios", "region": "eu", "pad": "x" * 4200})  # max_bytes: 4KiB
     resp = get(proxy, "/", {"X-Request-Metadata": big})
     assert (resp.status, resp.get("X-Backend-Version")) == (200, "v1")

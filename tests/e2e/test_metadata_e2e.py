@@ -5,9 +5,12 @@ the header from the upstream."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
-from e2e_support import config, get, service, split
+from e2e_support import config, get, service, serving, split
+
+from proxy.testing import Backend, GraylaneProcess
 
 pytestmark = pytest.mark.integration
 
@@ -46,9 +49,22 @@ UNUSABLE = {
 }
 
 
+@pytest.fixture(scope="module")
+def small_metadata() -> Iterator[GraylaneProcess]:
+    """v1 and v2 behind BETA_RULE with a 100/0 split and metadata.max_bytes 256, for the module."""
+
+    def make(backends: dict[str, Backend]) -> str:
+        route = {"name": "api", "service": "api", "rules": [BETA_RULE], "split": split(v1=100, v2=0)}
+        versions = service(backends["v1"], backends["v2"])
+        return config({"api": versions}, [route], metadata={"max_bytes": "256"})
+
+    with serving(make, "v1", "v2") as (_, proxy):
+        yield proxy
+
+
 @pytest.mark.parametrize("value", list(UNUSABLE.values()), ids=list(UNUSABLE))
-def test_unusable_metadata_is_ignored_and_the_split_serves(backend, graylane, value):
-    v1, v2, proxy = _proxy(backend, graylane, max_bytes="256")
+def test_unusable_metadata_is_ignored_and_the_split_serves(small_metadata, value):
+    proxy = small_metadata
     assert len(TOO_BIG) > 256
     for _ in range(3):
         resp = get(proxy, "/", {"X-Request-Metadata": value})

@@ -53,9 +53,20 @@ def test_sighup_applies_a_new_split(backend, graylane):
     assert _stats(proxy)["reloads_ok"] == 1
 
 
+def _bad_route(v1: Backend, v2: Backend, **route) -> str:
+    route = {"name": "api", "service": "api", "split": split(v1=100, v2=0), **route}
+    return config({"api": service(v1, v2)}, [route], admin={"address": "127.0.0.1:0"})
+
+
+# name -> (the bad config's text from the backends, a regex for the log line saying why)
 BAD_CONFIGS = {
-    "syntax error": ("version: 1\nlisteners: [\n", r"invalid YAML"),
-    "unknown service": (None, r"no service named 'nope'"),
+    "syntax error": (lambda v1, v2: "version: 1\nlisteners: [\n", r"invalid YAML"),
+    "unknown service": (lambda v1, v2: _bad_route(v1, v2, service="nope"), r"no service named 'nope'"),
+    "bad regex": (
+        lambda v1, v2: _bad_route(v1, v2, match={"headers": {"X-A": {"regex": "("}}}),
+        r"X-A\.regex: invalid regex",
+    ),
+    "empty file": (lambda v1, v2: "", r"the file is empty"),
 }
 
 
@@ -64,17 +75,25 @@ def test_a_bad_config_is_refused_and_the_running_one_kept(backend, graylane, cas
     v1, v2 = backend("v1"), backend("v2")
     top = {"admin": {"address": "127.0.0.1:0"}}
     proxy = graylane(_split_config(v1, v2, 0, 100, **top))
-    text, why = BAD_CONFIGS[case]
-    if text is None:
-        route = {"name": "api", "service": "nope", "split": split(v1=100, v2=0)}
-        text = config({"api": service(v1, v2)}, [route], **top)
-    refused_reload(proxy, text, why)
+    make_text, why = BAD_CONFIGS[case]
+    refused_reload(proxy, make_text(v1, v2), why)
     assert versions_of(proxy, 30) == Counter(v2=30)
     stats = _stats(proxy)
     assert (stats["reloads_ok"], stats["reloads_failed"]) == (0, 1)
     # A good config afterwards still goes in.
     reload(proxy, _split_config(v1, v2, 100, 0, **top))
     assert versions_of(proxy, 30) == Counter(v1=30)
+
+
+def test_a_missing_config_file_is_refused_and_the_running_one_kept(backend, graylane):
+    v1, v2 = backend("v1"), backend("v2")
+    proxy = graylane(_split_config(v1, v2, 0, 100))
+    mark = proxy.log_mark()
+    proxy.config_path.unlink()
+    proxy.send_signal(signal.SIGHUP)
+    proxy.wait_for_log(RELOAD_FAILED, since=mark)
+    proxy.wait_for_log(r"cannot read", since=mark)
+    assert versions_of(proxy, 20) == Counter(v2=20)
 
 
 def test_in_flight_requests_finish_across_a_reload(backend, graylane, raw_client):
@@ -92,6 +111,19 @@ def test_in_flight_requests_finish_across_a_reload(backend, graylane, raw_client
     resp = client.request("GET", "/after")
     assert (resp.status, resp.get("X-Backend-Version")) == (200, "v2")
     assert not [line for line in proxy.logs() if "Traceback" in line or "ERROR" in line]
+
+
+def test_a_request_body_still_streaming_finishes_across_a_reload(backend, graylane, raw_client):
+    v1, v2 = backend("v1"), backend("v2")
+    proxy = graylane(_only(v1))
+    client = raw_client(proxy.host, proxy.port, timeout=10)
+    client.send(b"POST /echo HTTP/1.1\r\nHost: e2e\r\nContent-Length: 10\r\n\r\nfirst")
+    v1.wait_until(lambda b: b.connections_accepted == 1)  # routed and connected upstream
+    reload(proxy, _only(v2))
+    client.send(b"-half")
+    resp = client.read_response()
+    assert (resp.status, resp.get("X-Backend-Version"), resp.body) == (200, "v1", b"first-half")
+    assert client.request("GET", "/after").get("X-Backend-Version") == "v2"
 
 
 def test_pooled_connections_to_endpoints_still_present_are_kept(backend, graylane, raw_client):

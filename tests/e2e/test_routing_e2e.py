@@ -17,12 +17,15 @@ from proxy.testing import Backend, GraylaneProcess, request
 
 pytestmark = pytest.mark.integration
 
+Headers = dict[str, str] | list[tuple[str, str]]
+
 
 def _route(name: str, match: dict) -> dict:
     return {"name": name, "service": "api", "match": match, "response_headers": {"set": {"X-Route": name}}}
 
 
 ROUTES = [
+    _route("host-only", {"host": ["only.example"]}),  # no path: ahead of every path below
     _route("exact-path", {"path": {"exact": "/exact"}}),
     _route("host-exact", {"host": ["api.example.com"], "path": {"prefix": "/host"}}),
     _route("host-suffix", {"host": ["*.example.org"], "path": {"prefix": "/host"}}),
@@ -41,6 +44,11 @@ ROUTES = [
     _route("order-b", {"path": {"prefix": "/order"}}),
     _route("broad", {"path": {"prefix": "/first"}}),
     _route("specific", {"path": {"exact": "/first/special"}}),  # never wins: "broad" comes first
+    _route("mixed-regex", {"path": {"regex": "/mixed/.*"}}),
+    _route("mixed-exact", {"path": {"exact": "/mixed/b"}}),  # never wins: the regex comes first
+    _route("mixed-prefix", {"path": {"prefix": "/mixed"}}),
+    _route("short", {"path": {"prefix": "/deep"}}),
+    _route("long", {"path": {"prefix": "/deep/er"}}),  # never wins: first match, not longest prefix
 ]
 
 
@@ -61,13 +69,16 @@ CASES = [
     ("GET", "/items/42", {}, "regex"),
     ("GET", "/items/42/extra", {}, None),
     ("GET", "/items/x", {}, None),
+    ("GET", "/items/42?page=2", {}, "regex"),  # the query is not part of the path
     # host
     ("GET", "/host", {"Host": "api.example.com"}, "host-exact"),
     ("GET", "/host/a", {"Host": "API.Example.COM:8443"}, "host-exact"),
     ("GET", "/host", {"Host": "www.example.org"}, "host-suffix"),
     ("GET", "/host", {"Host": "a.b.example.org"}, "host-suffix"),
     ("GET", "/host", {"Host": "example.org"}, None),
+    ("GET", "/host", {"Host": "api.example.com."}, "host-exact"),
     ("GET", "/host", {"Host": "api.example.com.evil.net"}, None),
+    ("GET", "http://api.example.com/host", {"Host": "api.example.com"}, "host-exact"),  # absolute-form
     # method
     ("POST", "/method", {"Content-Length": "0"}, "method"),
     ("PUT", "/method", {"Content-Length": "0"}, "method"),
@@ -81,6 +92,7 @@ CASES = [
     ("GET", "/hdr", {"X-Debug": ""}, "hdr-present"),
     ("GET", "/hdr", {"x-debug": "1"}, "hdr-present"),
     ("GET", "/hdr", {"X-Debug": "1", "X-Env": "prod"}, "hdr-exact"),
+    ("GET", "/hdr", [("X-Env", "staging"), ("X-Env", "prod")], "hdr-prefix"),  # the first value counts
     ("GET", "/hdr", {}, None),
     ("GET", "/absent", {}, "hdr-absent"),
     ("GET", "/absent", {"X-Block": "1"}, None),
@@ -91,6 +103,7 @@ CASES = [
     ("GET", "/q", {}, None),
     # cookies
     ("GET", "/c", {"Cookie": "a=1; session=s-abc"}, "cookie"),
+    ("GET", "/c", [("Cookie", "a=1"), ("Cookie", "session=s-2")], "cookie"),
     ("GET", "/c", {"Cookie": "session=abc"}, None),
     ("GET", "/c", {}, None),
     # request-metadata labels
@@ -102,6 +115,11 @@ CASES = [
     ("GET", "/order", {"X-Pick": "yes"}, "order-a"),
     ("GET", "/order/x", {}, "order-b"),
     ("GET", "/first/special", {}, "broad"),
+    ("GET", "/mixed/b", {}, "mixed-regex"),
+    ("GET", "/mixed", {}, "mixed-prefix"),
+    ("GET", "/deep/er/x", {}, "short"),
+    ("GET", "/exact", {"Host": "only.example"}, "host-only"),
+    ("GET", "/api/x", {"Host": "Only.Example."}, "host-only"),
 ]
 
 
@@ -109,7 +127,7 @@ CASES = [
     ("method", "target", "headers", "route"), CASES, ids=[f"{c[0]} {c[1]} {c[2]}" for c in CASES]
 )
 def test_the_first_matching_route_answers(
-    proxy: GraylaneProcess, method: str, target: str, headers: dict[str, str], route: str | None
+    proxy: GraylaneProcess, method: str, target: str, headers: Headers, route: str | None
 ) -> None:
     resp = request(proxy.host, proxy.port, method, target, headers, timeout=10)
     if route is None:
@@ -118,7 +136,8 @@ def test_the_first_matching_route_answers(
     else:
         assert resp.status == 200, resp.text
         assert resp.get("X-Route") == route
-        assert resp.json()["target"] == target  # the backend got the request as sent
+        # The backend got the request as sent (in origin-form).
+        assert resp.json()["target"] == target.removeprefix("http://api.example.com")
 
 
 def test_no_match_is_a_json_404_naming_the_request_id(proxy: GraylaneProcess) -> None:

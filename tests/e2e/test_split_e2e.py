@@ -6,23 +6,26 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Iterator
 from http.cookies import SimpleCookie
 
 import pytest
 from e2e_support import (
     assignments,
     blast,
+    can_bind,
     config,
     counts,
     example,
     get,
     raw_get,
     service,
+    serving,
     split,
     versions_of,
 )
 
-from proxy.testing import RecordedRequest
+from proxy.testing import Backend, GraylaneProcess, RecordedRequest
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +38,25 @@ GRAY_RULES = [
     {"match": {"cookies": {"canary": {"exact": "1"}}}, "version": "v2"},
     {"match": {"labels": {"cohort": {"exact": "beta"}}}, "version": "v2"},
 ]
+
+
+@pytest.fixture(scope="module")
+def _gray_rules_server() -> Iterator[tuple[dict[str, Backend], GraylaneProcess]]:
+    def make(backends: dict[str, Backend]) -> str:
+        route = {"name": "api", "service": "api", "rules": GRAY_RULES, "split": split(v1=100, v2=0)}
+        return config({"api": service(backends["v1"], backends["v2"])}, [route])
+
+    with serving(make, "v1", "v2") as running:
+        yield running
+
+
+@pytest.fixture
+def gray_rules(_gray_rules_server) -> tuple[tuple[Backend, Backend], GraylaneProcess]:
+    """v1 and v2 (cleared) behind a graylane with GRAY_RULES and a 100/0 split."""
+    backends, proxy = _gray_rules_server
+    for origin in backends.values():
+        origin.clear()
+    return (backends["v1"], backends["v2"]), proxy
 
 
 @pytest.mark.parametrize(
@@ -53,10 +75,8 @@ GRAY_RULES = [
         ({}, "v1"),
     ],
 )
-def test_content_rules_pick_the_version_every_time(backend, graylane, headers, version):
-    v1, v2 = backend("v1"), backend("v2")
-    route = {"name": "api", "service": "api", "rules": GRAY_RULES, "split": split(v1=100, v2=0)}
-    proxy = graylane(config({"api": service(v1, v2)}, [route]))
+def test_content_rules_pick_the_version_every_time(gray_rules, headers, version):
+    (v1, v2), proxy = gray_rules
     assert versions_of(proxy, 50, "/", headers) == Counter({version: 50})
     assert counts(v1, v2)[version] == 50  # and the backends agree
 
@@ -140,13 +160,18 @@ STICKY_SOURCES = {
 }
 
 
+# Replicas may run different builds: the compiled hash and its pure-Python twin must agree.
+BUILDS = {"same-build": None, "one-on-python-twins": {"GRAYLANE_NO_EXTENSIONS": "1"}}
+
+
+@pytest.mark.parametrize("build", list(BUILDS))
 @pytest.mark.parametrize("source", list(STICKY_SOURCES))
-def test_sticky_users_keep_their_version_in_two_replicas(backend, graylane, source):
+def test_sticky_users_keep_their_version_in_two_replicas(backend, graylane, source, build):
     sticky, key_headers, key_of = STICKY_SOURCES[source]
     v1, v2 = backend("v1"), backend("v2")
     route = {"name": "api", "service": "api", "split": split(v1=50, v2=50), "sticky": sticky}
     text = config({"api": service(v1, v2)}, [route])
-    replicas = {"replica-a": graylane(text), "replica-b": graylane(text)}
+    replicas = {"replica-a": graylane(text), "replica-b": graylane(text, BUILDS[build])}
     for host, proxy in replicas.items():
         requests = [
             raw_get("/status/204", [("Host", host), *key_headers(i)])
@@ -165,11 +190,13 @@ def test_sticky_users_keep_their_version_in_two_replicas(backend, graylane, sour
     assert 0.35 * USERS <= on_v2 <= 0.65 * USERS, f"{on_v2} of {USERS} users on v2 with a 50/50 split"
 
 
-def test_sticky_by_client_ip_in_two_replicas(backend, graylane):
+@pytest.mark.skipif(not can_bind("127.0.0.39"), reason="no loopback addresses beyond 127.0.0.1")
+@pytest.mark.parametrize("build", list(BUILDS))
+def test_sticky_by_client_ip_in_two_replicas(backend, graylane, build):
     v1, v2 = backend("v1"), backend("v2")
     route = {"name": "api", "service": "api", "split": split(v1=50, v2=50), "sticky": {"client_ip": True}}
     text = config({"api": service(v1, v2)}, [route])
-    replicas = {"replica-a": graylane(text), "replica-b": graylane(text)}
+    replicas = {"replica-a": graylane(text), "replica-b": graylane(text, BUILDS[build])}
     clients = [f"127.0.0.{n}" for n in range(10, 40)]
     for host, proxy in replicas.items():
         for ip in clients:
@@ -192,10 +219,13 @@ def test_an_empty_versions_share_goes_to_stable(backend, graylane):
     v1 = backend("v1")
     services = {"api": {"versions": {"v1": {"endpoints": [v1.endpoint]}, "v2": {"endpoints": []}}}}
     route = {"name": "api", "service": "api", "split": split(v1=50, v2=50)}
-    proxy = graylane(config(services, [route]))
+    observability = {"version_header": "X-Graylane-Version"}
+    proxy = graylane(config(services, [route], observability=observability))
     tally = blast(proxy.address, [raw_get("/")] * 400, connections=2)
     assert tally == Counter({(200, "v1"): 400})
     assert len(v1.requests) == 400
+    for _ in range(20):  # the version header names the version that answered
+        assert get(proxy).get_all("X-Graylane-Version") == ["v1"]
 
 
 def test_an_empty_versions_share_is_a_503_when_configured(backend, graylane):

@@ -63,10 +63,10 @@ def _drain(sock: socket.socket, size: int, buf: bytearray) -> bytes:
     return first
 
 
-def _stalled_reads(origin, proxy, sock: socket.socket, buf: bytearray) -> int:
-    """Stop reading until the backend itself is held back, sample graylane's memory, read on; repeat."""
+def _stalled_reads(origin, proxy, sock: socket.socket, buf: bytearray, pauses: int) -> int:
+    """Stop reading until the backend itself is held back, sample graylane's memory, read on; repeat.
+    ``pauses`` is the backend's count of write pauses from before the request was sent."""
     peak = 0
-    pauses = origin.write_pauses
     for _ in range(STALLS):
         # The backend's write buffer filled: everything between it and this client is full too.
         origin.wait_until(lambda b, seen=pauses: b.write_pauses > seen, timeout=10)
@@ -85,12 +85,13 @@ def test_gigabyte_to_a_slow_reader_keeps_graylane_small(backend, graylane):
     baseline = _rss(proxy.pid)
     buf = bytearray(MIB)
     with _slow_reader(proxy) as sock:
+        pauses = origin.write_pauses
         sock.sendall(build_request("GET", f"/bytes?n={GIB}", host="h"))
         head, rest = _read_head(sock)
         assert head.startswith(b"HTTP/1.1 200 ")
         assert b"\r\nContent-Length: %d" % GIB in head
         assert rest == pattern_bytes(len(rest))
-        peak = _stalled_reads(origin, proxy, sock, buf)
+        peak = _stalled_reads(origin, proxy, sock, buf, pauses)
         # 192 MiB went through; the rest is read at full speed and counted.
         read = len(rest) + STALLS * BETWEEN_STALLS
         _drain(sock, GIB - read, buf)
@@ -107,9 +108,10 @@ def test_slow_reader_that_leaves_early_costs_nothing(backend, graylane):
     baseline = _rss(proxy.pid)
     buf = bytearray(MIB)
     with _slow_reader(proxy) as sock:
+        pauses = origin.write_pauses
         sock.sendall(build_request("GET", f"/bytes?n={GIB}", host="h"))
         _read_head(sock)
-        peak = _stalled_reads(origin, proxy, sock, buf)
+        peak = _stalled_reads(origin, proxy, sock, buf, pauses)
     # The client left with most of the gigabyte unsent: graylane drops the upstream side too.
     origin.wait_until(lambda b: b.connections_open == 0, timeout=5)
     assert peak - baseline < 64 * MIB
@@ -121,7 +123,7 @@ def test_slow_reader_that_leaves_early_costs_nothing(backend, graylane):
 def test_slow_upload_holds_the_client_back(graylane):
     """The other direction: an upstream that does not read makes graylane stop reading the client."""
     with socket.create_server(("127.0.0.1", 0)) as upstream:
-        proxy = graylane(proxy_config("127.0.0.1:%d" % upstream.getsockname()[1]))
+        proxy = graylane(proxy_config(f"127.0.0.1:{upstream.getsockname()[1]}"))
         baseline = _rss(proxy.pid)
         size = 256 * MIB
         with socket.create_connection((proxy.host, proxy.port), timeout=10) as client:

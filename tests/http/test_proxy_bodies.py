@@ -45,9 +45,10 @@ def test_content_length_body_is_streamed_before_it_is_complete(graylane, raw_cli
     body = pattern_bytes(200_000)
     half = len(body) // 2
     with _listen() as upstream:
-        proxy = graylane(proxy_config("127.0.0.1:%d" % upstream.getsockname()[1]))
+        proxy = graylane(proxy_config(f"127.0.0.1:{upstream.getsockname()[1]}"))
         client = raw_client(proxy.host, proxy.port, timeout=5)
-        client.send(build_request("PUT", "/upload", {"Content-Length": str(len(body))}, host="h") + body[:half])
+        head = build_request("PUT", "/upload", {"Content-Length": str(len(body))}, host="h")
+        client.send(head + body[:half])
         conn, _ = upstream.accept()
         with conn:
             conn.settimeout(5)
@@ -66,9 +67,10 @@ def test_content_length_body_is_streamed_before_it_is_complete(graylane, raw_cli
 
 def test_chunked_body_is_streamed_chunk_by_chunk(graylane, raw_client):
     with _listen() as upstream:
-        proxy = graylane(proxy_config("127.0.0.1:%d" % upstream.getsockname()[1]))
+        proxy = graylane(proxy_config(f"127.0.0.1:{upstream.getsockname()[1]}"))
         client = raw_client(proxy.host, proxy.port, timeout=5)
-        client.send(build_request("POST", "/c", {"Transfer-Encoding": "chunked"}, host="h") + b"5\r\nhello\r\n")
+        head = build_request("POST", "/c", {"Transfer-Encoding": "chunked"}, host="h")
+        client.send(head + b"5\r\nhello\r\n")
         conn, _ = upstream.accept()
         with conn:
             conn.settimeout(5)
@@ -111,18 +113,19 @@ def test_expect_100_continue(backend, graylane, raw_client):
     origin = backend()
     proxy = graylane(proxy_config(origin.endpoint))
     client = raw_client(proxy.host, proxy.port, timeout=5)
-    body = b"x" * 1000
-    client.send(
-        build_request("POST", "/echo", {"Expect": "100-continue", "Content-Length": str(len(body))}, host="h")
-    )
-    interim = client.read_response(return_interim=True)
-    assert interim.status == 100
-    client.send(body)
-    resp = client.read_response()
-    assert resp.status == 200
-    assert resp.body == body
-    # The backend's own 100 is not relayed a second time.
-    assert resp.interim == []
+    # The first time on a fresh upstream connection, the second on the pooled one.
+    for n in range(2):
+        body = b"%d" % n * 1000
+        head = build_request("POST", "/echo", {"Expect": "100-continue", "Content-Length": "1000"}, host="h")
+        client.send(head)
+        interim = client.read_response(return_interim=True)
+        assert interim.status == 100
+        client.send(body)
+        resp = client.read_response()
+        assert resp.status == 200
+        assert resp.body == body
+        assert resp.interim == []  # the backend's own 100 is not relayed a second time
+    assert origin.connections_accepted == 1
     assert client.request("GET", "/next").status == 200
 
 
@@ -154,7 +157,7 @@ def test_chunked_response_is_decoded_for_an_http10_client(backend, graylane, raw
 
 def test_close_delimited_response_is_chunked_for_an_http11_client(graylane, raw_client):
     with _listen() as upstream:
-        proxy = graylane(proxy_config("127.0.0.1:%d" % upstream.getsockname()[1]))
+        proxy = graylane(proxy_config(f"127.0.0.1:{upstream.getsockname()[1]}"))
         client = raw_client(proxy.host, proxy.port, timeout=5)
         client.send(build_request("GET", "/", host="h"))
         conn, _ = upstream.accept()
@@ -183,3 +186,21 @@ def test_bytes_response_is_exact(backend, graylane, raw_client):
     resp = client.request("GET", "/bytes?n=5000000")
     assert resp.get("Content-Length") == "5000000"
     assert resp.body == pattern_bytes(5_000_000)
+
+
+def test_close_delimited_response_stays_close_delimited_for_an_http10_client(graylane, raw_client):
+    with _listen() as upstream:
+        proxy = graylane(proxy_config(f"127.0.0.1:{upstream.getsockname()[1]}"))
+        client = raw_client(proxy.host, proxy.port, timeout=5)
+        client.send(b"GET / HTTP/1.0\r\nHost: h\r\nConnection: keep-alive\r\n\r\n")
+        conn, _ = upstream.accept()
+        with conn:
+            conn.settimeout(5)
+            _read_until(conn, b"", b"\r\n\r\n")
+            conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nraw ")
+            conn.sendall(b"bytes")
+        resp = client.read_response()
+    assert resp.get("Transfer-Encoding") is None
+    assert resp.get("Connection", "").lower() != "keep-alive"
+    assert resp.body == b"raw bytes"
+    assert client.is_closed(timeout=3)

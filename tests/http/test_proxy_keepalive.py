@@ -108,3 +108,29 @@ def test_client_half_close_still_gets_its_answer(backend, graylane, raw_client):
     resp = client.read_response()
     assert resp.status == 200
     assert client.is_closed(timeout=3)
+
+
+def test_long_pipeline_beyond_the_head_limit_is_answered_in_order(backend, graylane, raw_client):
+    origin = backend()
+    # 200 pipelined heads are far more than max_header_bytes: graylane stops reading
+    # while they wait, and reads on as answers leave.
+    proxy = graylane(proxy_config(origin.endpoint, limits={"max_header_bytes": "2KiB"}))
+    client = raw_client(proxy.host, proxy.port, timeout=10)
+    count = 200
+    pad = {"X-Pad": "p" * 100}
+    client.send(b"".join(build_request("GET", f"/n/{n}", pad, host="h") for n in range(count)))
+    paths = [client.read_response().json()["path"] for _ in range(count)]
+    assert paths == [f"/n/{n}" for n in range(count)]
+    assert origin.connections_accepted == 1
+
+
+def test_pipelined_requests_then_half_close_are_all_answered(backend, graylane, raw_client):
+    origin = backend()
+    proxy = graylane(proxy_config(origin.endpoint))
+    client = raw_client(proxy.host, proxy.port, timeout=5)
+    # A client that sends its whole pipeline and then its FIN (``nc``-style) still wants every answer.
+    client.send(b"".join(build_request("GET", f"/hc/{n}", host="h") for n in range(3)))
+    client.shutdown_write()
+    paths = [client.read_response().json()["path"] for _ in range(3)]
+    assert paths == ["/hc/0", "/hc/1", "/hc/2"]
+    assert client.is_closed(timeout=3)

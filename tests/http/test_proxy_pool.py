@@ -79,7 +79,7 @@ def test_idle_connections_close_after_idle_timeout(backend, graylane, raw_client
 
 def test_pooled_connection_closed_by_the_server_is_not_used(graylane, raw_client):
     with _listen() as upstream:
-        proxy = graylane(proxy_config("127.0.0.1:%d" % upstream.getsockname()[1], admin=True))
+        proxy = graylane(proxy_config(f"127.0.0.1:{upstream.getsockname()[1]}", admin=True))
         client = raw_client(proxy.host, proxy.port, timeout=5)
         client.send(build_request("GET", "/1", host="h"))
         with _accept(upstream) as first:
@@ -101,7 +101,7 @@ def test_pooled_connection_closed_by_the_server_is_not_used(graylane, raw_client
 
 def test_get_that_fails_on_a_reused_connection_is_retried_once(graylane, raw_client):
     with _listen() as upstream:
-        proxy = graylane(proxy_config("127.0.0.1:%d" % upstream.getsockname()[1], admin=True))
+        proxy = graylane(proxy_config(f"127.0.0.1:{upstream.getsockname()[1]}", admin=True))
         client = raw_client(proxy.host, proxy.port, timeout=5)
         client.send(build_request("GET", "/1", host="h"))
         with _accept(upstream) as first:
@@ -126,7 +126,7 @@ def test_get_that_fails_on_a_reused_connection_is_retried_once(graylane, raw_cli
 
 def test_retry_happens_only_once(graylane, raw_client):
     with _listen() as upstream:
-        proxy = graylane(proxy_config("127.0.0.1:%d" % upstream.getsockname()[1], admin=True))
+        proxy = graylane(proxy_config(f"127.0.0.1:{upstream.getsockname()[1]}", admin=True))
         client = raw_client(proxy.host, proxy.port, timeout=5)
         client.send(build_request("GET", "/1", host="h"))
         with _accept(upstream) as first:
@@ -146,7 +146,7 @@ def test_retry_happens_only_once(graylane, raw_client):
 
 def test_post_that_fails_on_a_reused_connection_is_not_retried(graylane, raw_client):
     with _listen() as upstream:
-        proxy = graylane(proxy_config("127.0.0.1:%d" % upstream.getsockname()[1], admin=True))
+        proxy = graylane(proxy_config(f"127.0.0.1:{upstream.getsockname()[1]}", admin=True))
         client = raw_client(proxy.host, proxy.port, timeout=5)
         client.send(build_request("GET", "/1", host="h"))
         with _accept(upstream) as first:

@@ -76,6 +76,17 @@ def test_x_forwarded_for_is_appended_to(backend, graylane, raw_client):
     assert seen.header_values("X-Forwarded-For") == ["203.0.113.7, 198.51.100.2, 127.0.0.1"]
 
 
+def test_client_cannot_spoof_forwarded_proto_or_host(backend, graylane, raw_client):
+    origin = backend()
+    proxy = graylane(proxy_config(origin.endpoint))
+    client = raw_client(proxy.host, proxy.port, timeout=5)
+    spoof = {"Host": "real.example", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example"}
+    client.request("GET", "/", spoof)
+    [seen] = origin.requests
+    assert seen.header_values("X-Forwarded-Proto") == ["http"]
+    assert seen.header_values("X-Forwarded-Host") == ["real.example"]
+
+
 def test_request_id_is_generated_once_and_returned(backend, graylane, raw_client):
     origin = backend()
     proxy = graylane(proxy_config(origin.endpoint))
@@ -144,7 +155,7 @@ def _read_head(conn: socket.socket) -> bytes:
 
 def test_hop_by_hop_response_headers_are_removed(graylane, raw_client):
     with _listen() as upstream:
-        proxy = graylane(proxy_config("127.0.0.1:%d" % upstream.getsockname()[1]))
+        proxy = graylane(proxy_config(f"127.0.0.1:{upstream.getsockname()[1]}"))
         client = raw_client(proxy.host, proxy.port, timeout=5)
         client.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
         conn, _ = upstream.accept()
@@ -235,4 +246,3 @@ def test_python_http_client_works_through_the_proxy(backend, graylane):
     finally:
         conn.close()
     assert {r.connection_id for r in origin.requests} == {1}
-

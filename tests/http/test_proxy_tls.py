@@ -121,9 +121,11 @@ def test_plain_http_on_a_tls_listener_does_not_hurt_the_proxy(tls_proxy):
 def test_client_that_does_not_trust_the_certificate_fails_the_handshake(tls_proxy):
     origin, proxy, cert = tls_proxy
     context = ssl.create_default_context()  # system roots only
-    with socket.create_connection((proxy.host, proxy.port), timeout=5) as sock:
-        with pytest.raises(ssl.SSLCertVerificationError):
-            context.wrap_socket(sock, server_hostname="localhost")
+    with (
+        socket.create_connection((proxy.host, proxy.port), timeout=5) as sock,
+        pytest.raises(ssl.SSLCertVerificationError),
+    ):
+        context.wrap_socket(sock, server_hostname="localhost")
     # The proxy stays up for clients that do trust it.
     with _tls_client(proxy, cert) as client:
         assert client.request("GET", "/", {"Host": "localhost"}).status == 200
