@@ -97,7 +97,8 @@ def _start_backends(v1_port: int, v2_port: int) -> tuple[Backend, Backend]:
     except OSError as exc:
         for backend in started:
             backend.stop()
-        raise SystemExit(f"graylane demo: cannot start the {name} backend on 127.0.0.1:{port}: {exc}") from None
+        where = f"127.0.0.1:{port}"
+        raise SystemExit(f"graylane demo: cannot start the {name} backend on {where}: {exc}") from None
     return started[0], started[1]
 
 
@@ -133,7 +134,8 @@ def run_demo(config: str | None = None, rate: float = 20.0, duration: float = 60
         return 1
     url = f"http://127.0.0.1:{port}"
     print(
-        f"graylane is serving {url} with {config_path}: v1 90% / v2 10%, gray users -> v2, sticky by X-User-ID\n"
+        f"graylane is serving {url} with {config_path}:\n"
+        "  v1 90% / v2 10%, gray users -> v2, sticky by X-User-ID\n"
         "Try:\n"
         f"  curl -i {url}/                                   # 90% v1, 10% v2 (see {VERSION_HEADER})\n"
         f"  curl -i -H 'X-User-ID: user_gray_42' {url}/      # a gray user: always v2\n"

@@ -62,7 +62,8 @@ def check_admin(config: Config) -> Iterator[Problem]:
         yield Problem(("admin", "address"), str(e))
         return
     if not is_loopback(host) and not admin.token:
-        yield Problem(("admin", "token"), f"a token is required when the admin API listens on {host} (not loopback)")
+        reason = f"a token is required when the admin API listens on {host} (not loopback)"
+        yield Problem(("admin", "token"), reason)
 
 
 def is_loopback(host: str) -> bool:

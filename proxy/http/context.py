@@ -11,23 +11,34 @@ import os
 from typing import Any
 
 from proxy.config.schema import ClientLimits
+from proxy.http.mirror import Mirror
 from proxy.http.pool import PoolRegistry
+from proxy.observe.counters import RequestCounters
 from proxy.observe.stats import Stats
 
 
 class ServerContext:
     def __init__(self, table: Any, limits: ClientLimits, loop: Any) -> None:
-        self.table = table
         self.limits = limits
         self.loop = loop
         self.stats = Stats()
+        # Per-(route, version) counters outlive reloads: slots are kept by name.
+        self.counters = RequestCounters()
         self.pools = PoolRegistry(self.stats)
+        self.mirror = Mirror(loop)
+        self.table: Any = None
+        self.set_table(table)
         self.connections: set[Any] = set()  # every open Downstream
         self.accepting = 0  # accepted sockets whose protocol is not set up yet
         self.draining = False
         self.on_connection_closed: Any = None  # set by the listener: resumes a paused accept
         self._id_prefix = os.urandom(4).hex().encode()
         self._id_counter = 0
+
+    def set_table(self, table: Any) -> None:
+        """Swap in a compiled routing snapshot (its targets get their counter slots first)."""
+        self.counters.assign(table.targets)
+        self.table = table
 
     def new_request_id(self) -> bytes:
         """A request id unique to this process: a random prefix and a counter (cheap, no uuid4)."""

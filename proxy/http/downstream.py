@@ -48,6 +48,7 @@ from proxy.errors import (
     UriTooLong,
 )
 from proxy.http.context import ServerContext
+from proxy.http.mirror import MAX_BODY as MAX_MIRROR_BODY
 from proxy.http.responses import CONTINUE, error_response
 from proxy.http.upstream import Upstream
 
@@ -121,6 +122,9 @@ class Downstream(asyncio.Protocol):
         "resp_chunk",
         "upstream_reusable",
         "status",
+        "bytes_in",  # request body bytes received
+        "bytes_out",  # response bytes written (head and body)
+        "t_sent",  # when the request went to the upstream
     )
 
     def __init__(self, ctx: ServerContext, scheme: bytes) -> None:
@@ -168,6 +172,9 @@ class Downstream(asyncio.Protocol):
         self.resp_chunk = False  # re-frame the body as chunked for the client
         self.upstream_reusable = False
         self.status = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.t_sent = 0.0
 
     # --- asyncio.Protocol: the client side -----------------------------------
 
@@ -213,6 +220,8 @@ class Downstream(asyncio.Protocol):
         if state in (ACTIVE, TUNNEL):
             if state == ACTIVE:
                 ctx.stats.count_error("DC")
+                # nginx's 499: the client left before its answer was complete.
+                self._account(self.status if self.resp_started else 499, "DC")
             self._drop_upstream()
         if ctx.on_connection_closed is not None:
             ctx.on_connection_closed()
@@ -298,6 +307,8 @@ class Downstream(asyncio.Protocol):
             if self.state != ACTIVE:
                 return
             self.buf = rest
+        if decision.mirror is not None:
+            self._mirror(decision)
         if self.req_done:
             self._arm_min(T_RESPONSE, settings.response_head_timeout)
         pool = ctx.pools.get(endpoint.host, endpoint.port, settings)
@@ -309,6 +320,20 @@ class Downstream(asyncio.Protocol):
         else:
             ctx.stats.pool_misses += 1
             self.loop.create_task(self._connect(pool, self.exchange))
+
+    def _mirror(self, decision: Any) -> None:
+        """Send a shadow copy when the whole request is already here (see proxy.http.mirror)."""
+        mirror = self.ctx.mirror
+        if not self.req_done:
+            mirror.stats.skipped_body += 1
+            return
+        pending = self.pending
+        body = b"".join(pending[1:]) if len(pending) > 1 else b""
+        if len(body) > MAX_MIRROR_BODY:
+            mirror.stats.skipped_body += 1
+            return
+        max_pending = self.ctx.table.routes[decision.route_id].mirror.max_pending
+        mirror.submit(decision.route_id, max_pending, decision.mirror, pending[0], body)
 
     def _upstream_head(self, req: Any, decision: Any, rid: bytes) -> bytes:
         target = req.target
@@ -349,6 +374,7 @@ class Downstream(asyncio.Protocol):
                 rest = data[remaining:]
             self.body_remaining = remaining - len(piece)
             if piece:
+                self.bytes_in += len(piece)
                 self._send_up(piece)
         else:
             try:
@@ -358,6 +384,7 @@ class Downstream(asyncio.Protocol):
                 return b""
             # The strict decoder has checked the framing: the bytes go up as they came.
             if used:
+                self.bytes_in += used
                 self._send_up(data[:used] if used < len(data) else data)
             rest = data[used:]
             if not decoder.done:
@@ -385,6 +412,9 @@ class Downstream(asyncio.Protocol):
         try:
             conn = await pool.connect()
         except UpstreamError as error:
+            endpoint = self.decision.endpoint if self.decision is not None else None
+            if endpoint is not None and endpoint.key == (pool.host, pool.port):
+                self.ctx.counters.connect_error(endpoint.service, endpoint.version, endpoint.address)
             if self.exchange == exchange and self.state == ACTIVE:
                 self._fail(error)
             return
@@ -396,6 +426,7 @@ class Downstream(asyncio.Protocol):
 
     def _attach(self, conn: Upstream, reused: bool) -> None:
         self.upstream = conn
+        self.t_sent = self.loop.time()
         self.reused = reused
         conn.owner = self
         if self.writing_paused:
@@ -499,8 +530,9 @@ class Downstream(asyncio.Protocol):
         line_end = buf.find(CRLF) + 2
         status_line = buf[:line_end] if resp.http_minor == 1 else b"HTTP/1.1" + buf[8:line_end]
         head = status_line + headers + b"".join(extra) + CRLF
-        self.resp_started = True
         if mode == R_NONE:
+            self.resp_started = True
+            self.bytes_out += len(head)
             self.transport.write(head)
             if rest:
                 self.upstream_reusable = False
@@ -540,8 +572,11 @@ class Downstream(asyncio.Protocol):
         else:  # R_CLOSE: the upstream's close ends the body
             out = http1.chunk(data) if self.resp_chunk and data else data
         if head:
+            # The response starts only here: an error above still gets a clean 502.
+            self.resp_started = True
             out = head + out if out else head
         if out:
+            self.bytes_out += len(out)
             self.transport.write(out)
         if done:
             self._response_done()
@@ -570,7 +605,7 @@ class Downstream(asyncio.Protocol):
             self.buf = b""
         if self.paused & P_PIPELINE:
             self._resume(P_PIPELINE)
-        self._count(101)
+        self._account(101)
 
     def upstream_lost(self, conn: Upstream) -> None:
         """The upstream closed (or reset) while leased to this exchange."""
@@ -612,7 +647,7 @@ class Downstream(asyncio.Protocol):
                 self.pool.release(conn, self.loop.time())
             else:
                 self.pool.discard(conn)
-        self._count(self.status)
+        self._account(self.status)
         if not self.req_done:
             # The client is still sending a body nobody will read: end the connection.
             self.close_after = True
@@ -645,14 +680,17 @@ class Downstream(asyncio.Protocol):
             stats.upstream_timeouts += 1
         if self.resp_started:
             log.debug("request %s failed after the response started: %s", self.request_id, error)
+            self._account(self.status, error.flag)
             self._close()
             return
         if not self.req_done or error.close:
             self.close_after = True
         self.status = error.status
         head_only = self.req is not None and self.req.method == b"HEAD"
-        self.transport.write(error_response(error, self.request_id, self.close_after, head_only))
-        self._count(error.status)
+        response = error_response(error, self.request_id, self.close_after, head_only)
+        self.bytes_out += len(response)
+        self.transport.write(response)
+        self._account(error.status, error.flag)
         self._finish_exchange()
 
     def _answer_error(self, error: HttpError) -> None:
@@ -666,8 +704,11 @@ class Downstream(asyncio.Protocol):
         ctx.stats.count_error(error.flag)
         if self.state == CLOSED:
             return
-        rid = ctx.new_request_id()
-        self.transport.write(error_response(error, rid, True))
+        self.request_id = ctx.new_request_id()
+        response = error_response(error, self.request_id, True)
+        self.bytes_out = len(response)
+        self.transport.write(response)
+        self._account(error.status, error.flag)
         self._close()
 
     def _drop_upstream(self) -> None:
@@ -677,10 +718,17 @@ class Downstream(asyncio.Protocol):
             self.pool.discard(conn)
         self.pending = None
 
-    def _count(self, status: int) -> None:
-        stats = self.ctx.stats
+    def _account(self, status: int, flag: str = "-") -> None:
+        """Count one finished request: process totals and the per-(route, version) counters."""
+        ctx = self.ctx
+        stats = ctx.stats
         stats.requests += 1
         stats.responses_by_class[status // 100] += 1
+        decision = self.decision
+        slot = decision.target.stats_slot if decision is not None else 0
+        started = self.t_start
+        duration = self.loop.time() - started if started else 0.0
+        ctx.counters.record(slot, status, duration, self.bytes_in, self.bytes_out)
 
     def _close(self) -> None:
         if self.state == CLOSED:

@@ -25,6 +25,7 @@ READ_SIZE = 64 * 1024
 MIRROR_HEADER = b"X-Graylane-Mirror: 1\r\n"
 
 Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+COPY_ERRORS = (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, GraylaneError)
 
 
 class MirrorStats:
@@ -60,7 +61,7 @@ class Mirror:
             timeout = settings.request_timeout or settings.response_head_timeout
             await asyncio.wait_for(self._exchange(endpoint, request), timeout)
             self.stats.sent += 1
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, GraylaneError) as exc:
+        except COPY_ERRORS as exc:
             self.stats.failed += 1
             log.debug("mirror copy to %s failed: %s", endpoint.address, exc)
         finally:

@@ -62,7 +62,11 @@ _os_write = os.write
 
 
 class Line(msgspec.Struct, gc=False):
-    """One access-log line; the field order is the order in the JSON object."""
+    """One access-log line; the field order is the order in the JSON object.
+
+    ``gc=False``: a batch of these is short-lived and holds no cycles; untracked, it does not
+    trigger garbage collections.
+    """
 
     time: str
     request_id: str | None
@@ -184,7 +188,7 @@ class AccessLog:
                         version or None,
                         endpoint or None,
                         labels or None,
-                        None if sticky < 0 else f"{sticky:016x}",
+                        None if sticky < 0 else sticky.to_bytes(8).hex(),  # 2x faster than :016x
                         flags or "-",
                     )
                 )

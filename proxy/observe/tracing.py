@@ -37,7 +37,6 @@ log = logging.getLogger("graylane")
 LOWER_HEX = b"0123456789abcdef"
 ZERO_TRACE = b"0" * 32
 ZERO_SPAN = b"0" * 16
-SAMPLED = b"01"
 
 _getrandbits = random.getrandbits
 

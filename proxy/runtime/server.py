@@ -142,7 +142,7 @@ class Server:
             log.warning("listener changes take effect only after a restart")
         self.config = config
         self.ctx.limits = config.limits
-        self.ctx.table = table
+        self.ctx.set_table(table)
         self._sync_pools(table)
         stats.reloads_ok += 1
         log.info("configuration reloaded from %s", self.path)

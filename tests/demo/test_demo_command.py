@@ -29,7 +29,11 @@ def test_demo_serves_the_split_and_keeps_gray_and_sticky_users() -> None:
     assert result.returncode == 0, result.stderr + out
     assert f"http://127.0.0.1:{env['GRAYLANE_DEMO_PORT']}" in out
     assert out.count("curl -i") == 3
-    lines = re.findall(r"since start: v1 +([\d.]+)% +v2 +([\d.]+)% of (\d+) \| gray users off v2: (\d+)  sticky flips: (\d+)", out)
+    line = (
+        r"since start: v1 +([\d.]+)% +v2 +([\d.]+)% of (\d+) \| "
+        r"gray users off v2: (\d+)  sticky flips: (\d+)"
+    )
+    lines = re.findall(line, out)
     assert lines, out
     v1_share, v2_share, count, gray_misses, flips = lines[-1]
     assert int(count) > 50

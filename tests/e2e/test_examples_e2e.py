@@ -199,10 +199,7 @@ def test_sticky_without_a_session_cookie_is_split_per_request(backend, graylane)
 
 # --- mirror.yaml ------------------------------------------------------------------
 
-MIRROR_XFAIL = pytest.mark.xfail(strict=False, reason="mirroring not implemented yet")
 
-
-@MIRROR_XFAIL
 def test_mirror_copies_about_half_the_requests_to_v2_and_answers_from_v1(backend, graylane):
     v1, v2 = backend("v1"), backend("v2")
     proxy = graylane(example("mirror.yaml", {"v1": v1, "v2": v2}))
@@ -215,7 +212,6 @@ def test_mirror_copies_about_half_the_requests_to_v2_and_answers_from_v1(backend
     assert {r.target for r in v2.requests} == {"/mirrored"}
 
 
-@MIRROR_XFAIL
 def test_a_slow_mirror_never_slows_the_client(backend, graylane):
     v1, v2 = backend("v1"), backend("v2", delay=5.0)
     proxy = graylane(example("mirror.yaml", {"v1": v1, "v2": v2}))
@@ -227,7 +223,6 @@ def test_a_slow_mirror_never_slows_the_client(backend, graylane):
     v2.wait_until(lambda b: len(b.requests) >= 5, timeout=2)  # the copies did go out
 
 
-@MIRROR_XFAIL
 def test_a_down_mirror_never_fails_the_client(backend, graylane):
     v1, v2 = backend("v1"), backend("v2")
     proxy = graylane(example("mirror.yaml", {"v1": v1, "v2": v2}))

@@ -222,11 +222,6 @@ def test_response_head_that_never_ends_gives_502(proxy):
     assert_bad_gateway(ask(proxy, [endless, threading.Event()]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="downstream marks the response started before writing its head: a bad first chunk that "
-    "arrives with the head closes the connection with nothing sent instead of answering 502",
-)
 def test_bad_chunk_arriving_with_the_head_gives_502(proxy):
     proxy.upstream.script = [BAD_CHUNK_WITH_HEAD]
     with proxy.client() as client:

@@ -243,6 +243,21 @@ def test_error_lines(tmp_path):
     }
 
 
+def test_sticky_hash_is_16_hex_digits(tmp_path):
+    path = tmp_path / "access.log"
+    log = make_log(path)
+    for value in (-1, 0, 1, 0xDEADBEEF, (1 << 64) - 1):
+        log.log(entry(sticky_hash=value))
+    log.close()
+    assert [line["sticky_hash"] for line in read_lines(path)] == [
+        None,
+        "0000000000000000",
+        "0000000000000001",
+        "00000000deadbeef",
+        "ffffffffffffffff",
+    ]
+
+
 def test_time_is_rfc3339_utc_with_milliseconds_across_seconds(tmp_path):
     path = tmp_path / "access.log"
     log = make_log(path)
