@@ -34,7 +34,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(BUILD_INPUTS) | $(BIN)/python
-	GRAYLANE_REQUIRE_EXTENSIONS=$${GRAYLANE_REQUIRE_EXTENSIONS-1} $(BIN)/python -m pip install -q -e '.[test]'
+	GRAYLANE_REQUIRE_EXTENSIONS=$${GRAYLANE_REQUIRE_EXTENSIONS-1} $(BIN)/python -m pip install -q -e '.[test,otel]'
 	touch $@
 
 venv install: $(STAMP)

@@ -59,6 +59,7 @@ REQUEST_DROP = frozenset(
         b"x-forwarded-for",
         b"x-forwarded-proto",
         b"x-forwarded-host",
+        b"traceparent",  # the proxy's hop gets a new span id (proxy.observe.tracing)
     ]
 )
 RESPONSE_DROP = frozenset(
@@ -249,6 +250,8 @@ def parse_request_head(head: bytes, max_uri: int, max_headers: int) -> RequestHe
     expect_continue = False
     xff = None
     request_id = None
+    traceparent = None
+    traceparent_seen = False
     host_seen = False
     rebuild = False
     length_lines = 0
@@ -266,6 +269,10 @@ def parse_request_head(head: bytes, max_uri: int, max_headers: int) -> RequestHe
                     expect_continue = True
             elif name == b"x-forwarded-for":
                 xff = value if xff is None else xff + b", " + value
+            elif name == b"traceparent":
+                # W3C: more than one traceparent is invalid; a new trace starts.
+                traceparent = None if traceparent_seen else value
+                traceparent_seen = True
         elif name == b"content-length":
             content_length = _parse_content_length(value, content_length, BadRequest)
             length_lines += 2 if b"," in value else 1
@@ -329,6 +336,7 @@ def parse_request_head(head: bytes, max_uri: int, max_headers: int) -> RequestHe
     req.expect_continue = expect_continue
     req.xff = xff
     req.request_id = request_id
+    req.traceparent = traceparent
     if rebuild:
         req.forward_headers = _forward_block(
             lines, fields, REQUEST_DROP, named, merged_length, host if absolute else None

@@ -15,9 +15,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from proxy._fast import http1
+from proxy.admin.status import redacted_config, status_document
 from proxy.config.schema import Admin
 from proxy.errors import HttpError
 from proxy.http.responses import status_line
+from proxy.observe.metrics import CONTENT_TYPE, render_metrics
 from proxy.runtime.listener import open_socket
 
 log = logging.getLogger("graylane")
@@ -25,6 +27,17 @@ log = logging.getLogger("graylane")
 Handler = Callable[[], Awaitable[tuple[int, Any]]]
 OPEN_PATHS = frozenset([b"/live", b"/ready"])
 MAX_HEAD = 16 * 1024
+WINDOW_SECONDS = 60.0
+
+
+class Text:
+    """A non-JSON answer (the Prometheus exposition)."""
+
+    __slots__ = ("payload", "content_type")
+
+    def __init__(self, payload: bytes, content_type: bytes) -> None:
+        self.payload = payload
+        self.content_type = content_type
 
 
 class AdminServer:
@@ -36,6 +49,9 @@ class AdminServer:
             (b"GET", b"/live"): self.live,
             (b"GET", b"/ready"): self.ready,
             (b"GET", b"/stats"): self.stats,
+            (b"GET", b"/metrics"): self.metrics,
+            (b"GET", b"/status"): self.status,
+            (b"GET", b"/config"): self.config_document,
             (b"POST", b"/reload"): self.reload,
         }
         self._server: asyncio.AbstractServer | None = None
@@ -64,9 +80,12 @@ class AdminServer:
             return
         except HttpError as error:
             status, body = error.status, {"error": error.reason}
-        payload = json.dumps(body, indent=1).encode() + b"\n"
-        head = b"Content-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
-        writer.write(status_line(status) + head % len(payload) + payload)
+        if isinstance(body, Text):
+            payload, content_type = body.payload, body.content_type
+        else:
+            payload, content_type = json.dumps(body, indent=1).encode() + b"\n", b"application/json"
+        head = b"Content-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+        writer.write(status_line(status) + head % (content_type, len(payload)) + payload)
         try:
             await writer.drain()
         except ConnectionError:
@@ -101,7 +120,25 @@ class AdminServer:
         snapshot = ctx.stats.snapshot()
         snapshot["connections_open"] = len(ctx.connections)
         snapshot["upstream_idle"] = ctx.pools.idle_count()
+        snapshot["mirror"] = {name: getattr(ctx.mirror.stats, name) for name in ctx.mirror.stats.__slots__}
+        snapshot["routing"] = ctx.table.stats.as_dict()
         return 200, snapshot
+
+    async def metrics(self) -> tuple[int, Any]:
+        ctx = self.server.ctx
+        extra = {"client_connections": len(ctx.connections), "mirror_dropped": ctx.mirror.stats.dropped}
+        return 200, Text(render_metrics(ctx.counters, ctx.stats, ctx.pools, extra), CONTENT_TYPE.encode())
+
+    async def status(self) -> tuple[int, Any]:
+        server = self.server
+        ctx = server.ctx
+        per_version = server.window.per_version(WINDOW_SECONDS)
+        document = status_document(server.config, ctx.table, per_version, ctx.pools, WINDOW_SECONDS)
+        document["draining"] = ctx.draining
+        return 200, document
+
+    async def config_document(self) -> tuple[int, Any]:
+        return 200, redacted_config(self.server.config)
 
     async def reload(self) -> tuple[int, Any]:
         problems = self.server.reload()

@@ -28,6 +28,9 @@ class ServerContext:
         self.mirror = Mirror(loop)
         self.table: Any = None
         self.set_table(table)
+        self.access_log: Any = None  # proxy.observe.accesslog.AccessLog when enabled
+        self.exporter: Any = None  # proxy.observe.tracing.SpanExporter when OTLP export is set up
+        self.tracing = True  # continue or start a W3C trace on every request
         self.connections: set[Any] = set()  # every open Downstream
         self.accepting = 0  # accepted sockets whose protocol is not set up yet
         self.draining = False

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from typing import Any
 
 from proxy._fast import http1
@@ -51,6 +52,7 @@ from proxy.http.context import ServerContext
 from proxy.http.mirror import MAX_BODY as MAX_MIRROR_BODY
 from proxy.http.responses import CONTINUE, error_response
 from proxy.http.upstream import Upstream
+from proxy.observe.tracing import next_traceparent
 
 log = logging.getLogger("graylane")
 
@@ -125,6 +127,7 @@ class Downstream(asyncio.Protocol):
         "bytes_in",  # request body bytes received
         "bytes_out",  # response bytes written (head and body)
         "t_sent",  # when the request went to the upstream
+        "trace_out",  # the traceparent sent upstream, or None
     )
 
     def __init__(self, ctx: ServerContext, scheme: bytes) -> None:
@@ -175,6 +178,7 @@ class Downstream(asyncio.Protocol):
         self.bytes_in = 0
         self.bytes_out = 0
         self.t_sent = 0.0
+        self.trace_out = None
 
     # --- asyncio.Protocol: the client side -----------------------------------
 
@@ -277,6 +281,7 @@ class Downstream(asyncio.Protocol):
         self.req = req
         rid = req.request_id or ctx.new_request_id()
         self.request_id = rid
+        self.trace_out = next_traceparent(req.traceparent)[2] if ctx.tracing else req.traceparent
         self.close_after = not req.keep_alive or ctx.draining
         if req.chunked:
             self.decoder = ChunkedDecoder()
@@ -353,6 +358,8 @@ class Downstream(asyncio.Protocol):
             parts.append(b"Host: " + decision.endpoint.address.encode() + CRLF)
         if req.request_id is None:
             parts.append(b"X-Request-ID: " + rid + CRLF)
+        if self.trace_out is not None:
+            parts.append(b"traceparent: " + self.trace_out + CRLF)
         if req.chunked:
             parts.append(b"Transfer-Encoding: chunked\r\n")
         if req.upgrade is not None:
@@ -726,9 +733,37 @@ class Downstream(asyncio.Protocol):
         stats.responses_by_class[status // 100] += 1
         decision = self.decision
         slot = decision.target.stats_slot if decision is not None else 0
+        now = self.loop.time()
         started = self.t_start
-        duration = self.loop.time() - started if started else 0.0
+        duration = now - started if started else 0.0
         ctx.counters.record(slot, status, duration, self.bytes_in, self.bytes_out)
+        access_log = ctx.access_log
+        if access_log is not None:
+            req = self.req
+            sent = self.t_sent
+            entry = (
+                time.time() - duration,
+                self.request_id,
+                self.client_ip,
+                req.method if req is not None else None,
+                req.path if req is not None else None,
+                status,
+                self.bytes_in,
+                self.bytes_out,
+                duration,
+                now - sent if sent else -1.0,
+                decision.route_name if decision is not None else "",
+                decision.version_name if decision is not None else "",
+                decision.endpoint.address if decision is not None else "",
+                decision.labels if decision is not None else None,
+                decision.sticky_hash if decision is not None else -1,
+                flag,
+            )
+            access_log.log(entry)
+            exporter = ctx.exporter
+            if exporter is not None:
+                incoming = req.traceparent if req is not None else None
+                exporter.export(entry, self.trace_out, incoming, req.host if req is not None else None)
 
     def _close(self) -> None:
         if self.state == CLOSED:

@@ -25,6 +25,7 @@ class RequestHead:
         "forward_headers",  # bytes: the header lines to forward, hop-by-hop ones removed, each ending CRLF
         "xff",  # bytes | None: the client's X-Forwarded-For value (removed from forward_headers)
         "request_id",  # bytes | None: the client's X-Request-ID value
+        "traceparent",  # bytes | None: the client's traceparent (removed from forward_headers)
     )
 
     def header(self, name: bytes) -> bytes | None:

@@ -18,6 +18,9 @@ import uvloop
 from proxy.config.schema import Config
 from proxy.errors import ConfigError, GraylaneError, StartupError
 from proxy.http.context import ServerContext
+from proxy.observe.accesslog import AccessLog
+from proxy.observe.tracing import make_exporter
+from proxy.observe.window import Window
 from proxy.runtime.listener import Acceptor, open_socket
 
 log = logging.getLogger("graylane")
@@ -55,7 +58,42 @@ class Server:
         self.signals: asyncio.Queue[int] = asyncio.Queue()
         self.drained = asyncio.Event()
         self.admin: Any = None
+        self.window = Window(self.ctx.counters)
         self._sync_pools(self.ctx.table)
+        self._install_observers(*self._open_observers(config))
+
+    # --- access log and tracing ---------------------------------------------
+
+    def _open_observers(self, config: Config) -> tuple[Any, Any]:
+        """A new access log and span exporter for ``config`` (StartupError if they cannot be opened)."""
+        access_log = AccessLog(config.access_log, self.loop) if config.access_log.enabled else None
+        try:
+            exporter = make_exporter(config.tracing, self.loop)
+        except GraylaneError:
+            if access_log is not None:
+                access_log.close()
+            raise
+        return access_log, exporter
+
+    def _install_observers(self, access_log: Any, exporter: Any) -> None:
+        self._close_observers()
+        ctx = self.ctx
+        ctx.access_log = access_log
+        ctx.exporter = exporter
+        ctx.tracing = self.config.tracing.enabled
+
+    def _close_observers(self) -> None:
+        ctx = self.ctx
+        if ctx.access_log is not None:
+            ctx.access_log.close()
+        if ctx.exporter is not None:
+            ctx.exporter.close()
+        ctx.access_log = ctx.exporter = None
+
+    def reopen_logs(self) -> None:
+        """SIGUSR1 (logrotate): reopen the access log file by name."""
+        if self.ctx.access_log is not None:
+            self.ctx.access_log.reopen()
 
     # --- start -------------------------------------------------------------
 
@@ -84,6 +122,7 @@ class Server:
         waits for the ``listening on`` line may signal at once."""
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             self.loop.add_signal_handler(signum, self.signals.put_nowait, signum)
+        self.loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
 
     async def serve(self) -> int:
         sweeper = self.loop.create_task(self._sweep_forever(sweep_interval(self.config)))
@@ -106,9 +145,14 @@ class Server:
 
     async def _sweep_forever(self, tick: float) -> None:
         ctx = self.ctx
+        next_window = 0.0
         while True:
             await asyncio.sleep(tick)
             now = self.loop.time()
+            if now >= next_window:
+                # One counter snapshot a second feeds /status (and rollout analysis).
+                self.window.tick(now)
+                next_window = now + 1.0
             expired = [conn for conn in ctx.connections if conn.deadline <= now]
             for conn in expired:
                 conn.on_timer(now)
@@ -133,6 +177,9 @@ class Server:
         try:
             config = load_config(self.path)
             table = build_table(config)
+            observers = None
+            if (config.access_log, config.tracing) != (self.config.access_log, self.config.tracing):
+                observers = self._open_observers(config)
         except GraylaneError as exc:
             stats.reloads_failed += 1
             problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
@@ -143,6 +190,8 @@ class Server:
         self.config = config
         self.ctx.limits = config.limits
         self.ctx.set_table(table)
+        if observers is not None:
+            self._install_observers(*observers)
         self._sync_pools(table)
         stats.reloads_ok += 1
         log.info("configuration reloaded from %s", self.path)
@@ -185,6 +234,8 @@ class Server:
         for conn in list(self.ctx.connections):
             conn.transport.abort()
         self.ctx.pools.close_idle()
+        self.ctx.mirror.close()
+        self._close_observers()
 
 
 async def _main(config: Config, path: str) -> int:
