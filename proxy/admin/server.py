@@ -15,11 +15,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from proxy._fast import http1
-from proxy.admin.status import redacted_config, status_document
+from proxy.admin.status import redacted_config
 from proxy.config.schema import Admin
 from proxy.errors import HttpError
 from proxy.http.responses import status_line
-from proxy.observe.metrics import CONTENT_TYPE, render_metrics
+from proxy.observe.metrics import CONTENT_TYPE
 from proxy.runtime.listener import open_socket
 
 log = logging.getLogger("graylane")
@@ -41,9 +41,12 @@ class Text:
 
 
 class AdminServer:
-    def __init__(self, config: Admin, server: Any) -> None:
+    def __init__(self, config: Admin, source: Any) -> None:
         self.config = config
-        self.server = server  # proxy.runtime.server.Server
+        # What the answers are made of: a Server (one process) or a Supervisor (the sums of
+        # its workers); both have ready_state, stats_document, metrics_text, status_document,
+        # config and reload.
+        self.source = source
         self.token = config.token.encode() if config.token else None
         self.routes: dict[tuple[bytes, bytes], Handler] = {
             (b"GET", b"/live"): self.live,
@@ -109,39 +112,23 @@ class AdminServer:
         return 200, {"status": "live"}
 
     async def ready(self) -> tuple[int, Any]:
-        if self.server.ctx.draining:
-            return 503, {"status": "draining"}
-        if not self.server.acceptors:
-            return 503, {"status": "starting"}
-        return 200, {"status": "ready"}
+        state = self.source.ready_state()
+        return (200 if state == "ready" else 503), {"status": state}
 
     async def stats(self) -> tuple[int, Any]:
-        ctx = self.server.ctx
-        snapshot = ctx.stats.snapshot()
-        snapshot["connections_open"] = len(ctx.connections)
-        snapshot["upstream_idle"] = ctx.pools.idle_count()
-        snapshot["mirror"] = {name: getattr(ctx.mirror.stats, name) for name in ctx.mirror.stats.__slots__}
-        snapshot["routing"] = ctx.table.stats.as_dict()
-        return 200, snapshot
+        return 200, self.source.stats_document()
 
     async def metrics(self) -> tuple[int, Any]:
-        ctx = self.server.ctx
-        extra = {"client_connections": len(ctx.connections), "mirror_dropped": ctx.mirror.stats.dropped}
-        return 200, Text(render_metrics(ctx.counters, ctx.stats, ctx.pools, extra), CONTENT_TYPE.encode())
+        return 200, Text(self.source.metrics_text(), CONTENT_TYPE.encode())
 
     async def status(self) -> tuple[int, Any]:
-        server = self.server
-        ctx = server.ctx
-        per_version = server.window.per_version(WINDOW_SECONDS)
-        document = status_document(server.config, ctx.table, per_version, ctx.pools, WINDOW_SECONDS)
-        document["draining"] = ctx.draining
-        return 200, document
+        return 200, self.source.status_document(WINDOW_SECONDS)
 
     async def config_document(self) -> tuple[int, Any]:
-        return 200, redacted_config(self.server.config)
+        return 200, redacted_config(self.source.config)
 
     async def reload(self) -> tuple[int, Any]:
-        problems = self.server.reload()
+        problems = self.source.reload()
         if problems:
             return 400, {"reloaded": False, "problems": problems}
         return 200, {"reloaded": True}

@@ -59,7 +59,7 @@ def status_document(
             live = per_version.get((name, version_name))
             endpoints = []
             for endpoint in group.endpoints:
-                pool = pools.pools.get(endpoint.key)
+                pool = pools.pools.get(endpoint.key) if pools is not None else None
                 endpoints.append(
                     {
                         "address": endpoint.address,

@@ -206,6 +206,8 @@ class Config(_Base):
     metadata: Metadata = Metadata()
     observability: Observability = Observability()
     admin: Admin | None = None
+    # Worker processes sharing the listeners (SO_REUSEPORT); "auto" = one per CPU core.
+    workers: int | Literal["auto"] = 1
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: AccessLog = AccessLog()
     tracing: Tracing = Tracing()

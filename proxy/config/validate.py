@@ -52,6 +52,11 @@ def check_listeners(config: Config) -> Iterator[Problem]:
         used.setdefault(key, i)
 
 
+def check_workers(config: Config) -> Iterator[Problem]:
+    if isinstance(config.workers, int) and not 1 <= config.workers <= 256:
+        yield Problem(("workers",), f"must be from 1 to 256 or \"auto\", not {config.workers}")
+
+
 def check_admin(config: Config) -> Iterator[Problem]:
     admin = config.admin
     if admin is None:
@@ -320,6 +325,7 @@ def _names(mapping: dict[str, object]) -> str:
 
 CHECKS: tuple[Check, ...] = (
     check_listeners,
+    check_workers,
     check_admin,
     check_tls_files,
     check_versions,

@@ -63,12 +63,13 @@ def escape_label(value: str) -> str:
 def render_metrics(
     counters: RequestCounters | Snapshot,
     stats: Stats,
-    pools: PoolRegistry | None,
+    pools: PoolRegistry | tuple[int, int] | None,
     extra: Mapping[str, int] | None = None,
 ) -> bytes:
     """The whole /metrics body (serve it with ``CONTENT_TYPE``).
 
-    ``counters`` may also be a ``Snapshot`` (e.g. merged from worker processes).
+    ``counters`` may also be a ``Snapshot`` (e.g. merged from worker processes), and
+    ``pools`` the (active, idle) upstream connection counts summed over workers.
     ``extra``: ``client_connections`` (open client connections, a gauge) and
     ``mirror_dropped`` (mirror copies dropped, a counter); each is left out when absent.
     """
@@ -117,7 +118,9 @@ def _requests(registry: Registry, snapshot: Snapshot) -> None:
         bytes_out.set(labels, totals.bytes_out)
 
 
-def _upstream(registry: Registry, snapshot: Snapshot, stats: Stats, pools: PoolRegistry | None) -> None:
+def _upstream(
+    registry: Registry, snapshot: Snapshot, stats: Stats, pools: PoolRegistry | tuple[int, int] | None
+) -> None:
     connect_errors = Counter(
         "graylane_upstream_connect_errors_total",
         "Failed connects to an upstream endpoint (refused, unreachable, timed out).",
@@ -132,10 +135,11 @@ def _upstream(registry: Registry, snapshot: Snapshot, stats: Stats, pools: PoolR
         connections = Gauge(
             "graylane_upstream_connections", "Upstream connections by state.", registry=registry
         )
-        active = idle = 0
-        for pool in pools.pools.values():
-            active += pool.active
-            idle += len(pool.idle)
+        if isinstance(pools, tuple):
+            active, idle = pools
+        else:
+            active = sum(pool.active for pool in pools.pools.values())
+            idle = sum(len(pool.idle) for pool in pools.pools.values())
         connections.set({"state": "active"}, active)
         connections.set({"state": "idle"}, idle)
 

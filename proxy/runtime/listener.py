@@ -32,7 +32,8 @@ def split_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def open_socket(address: str, reuse_port: bool = False) -> socket.socket:
+def open_socket(address: str, reuse_port: bool = False, listen: bool = True) -> socket.socket:
+    """A bound (and, unless ``listen`` is False, listening) non-blocking socket for ``address``."""
     host, port = split_address(address)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -45,7 +46,8 @@ def open_socket(address: str, reuse_port: bool = False) -> socket.socket:
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(sockaddr)
-        sock.listen(BACKLOG)
+        if listen:
+            sock.listen(BACKLOG)
     except OSError as exc:
         sock.close()
         raise StartupError(f"cannot listen on {address}: {exc.strerror or exc}") from None

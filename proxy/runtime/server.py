@@ -15,10 +15,12 @@ from typing import Any
 
 import uvloop
 
+from proxy.admin.status import status_document
 from proxy.config.schema import Config
 from proxy.errors import ConfigError, GraylaneError, StartupError
 from proxy.http.context import ServerContext
 from proxy.observe.accesslog import AccessLog
+from proxy.observe.metrics import render_metrics
 from proxy.observe.tracing import make_exporter
 from proxy.observe.window import Window
 from proxy.runtime.listener import Acceptor, open_socket
@@ -48,7 +50,10 @@ def sweep_interval(config: Config) -> float:
 
 
 class Server:
-    def __init__(self, config: Config, path: str, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, config: Config, path: str, loop: asyncio.AbstractEventLoop, worker: int | None = None
+    ) -> None:
+        self.worker = worker  # the worker index under a supervisor, None when alone
         self.config = config
         self.path = path
         self.loop = loop
@@ -97,9 +102,10 @@ class Server:
 
     # --- start -------------------------------------------------------------
 
-    def listen(self) -> None:
-        for listener in self.config.listeners:
-            sock = open_socket(listener.address)
+    def listen(self, addresses: list[str] | None = None, reuse_port: bool = False) -> None:
+        """Open every listener (at ``addresses`` when the supervisor resolved them)."""
+        for i, listener in enumerate(self.config.listeners):
+            sock = open_socket(addresses[i] if addresses else listener.address, reuse_port)
             try:
                 acceptor = Acceptor(self.ctx, listener, sock)
             except StartupError:
@@ -108,7 +114,12 @@ class Server:
             self.acceptors.append(acceptor)
         for acceptor in self.acceptors:
             acceptor.start()
-            log.info("listening on %s%s", acceptor.bound, " (TLS)" if acceptor.ssl else "")
+            tls = " (TLS)" if acceptor.ssl else ""
+            if self.worker is None:
+                log.info("listening on %s%s", acceptor.bound, tls)
+            else:
+                # The supervisor announces the listeners once every worker is up.
+                log.debug("worker %d accepting on %s%s", self.worker, acceptor.bound, tls)
 
     async def start_admin(self) -> None:
         if self.config.admin is not None:
@@ -201,6 +212,34 @@ class Server:
         settings = {endpoint.key: endpoint.pool for endpoint in table.endpoints}
         self.ctx.pools.keep_only(set(settings), settings)
 
+    # --- what the admin API shows --------------------------------------------
+
+    def ready_state(self) -> str:
+        if self.ctx.draining:
+            return "draining"
+        return "ready" if self.acceptors else "starting"
+
+    def stats_document(self) -> dict[str, Any]:
+        ctx = self.ctx
+        document = ctx.stats.snapshot()
+        document["connections_open"] = len(ctx.connections)
+        document["upstream_idle"] = ctx.pools.idle_count()
+        document["mirror"] = {name: getattr(ctx.mirror.stats, name) for name in ctx.mirror.stats.__slots__}
+        document["routing"] = ctx.table.stats.as_dict()
+        return document
+
+    def metrics_text(self) -> bytes:
+        ctx = self.ctx
+        extra = {"client_connections": len(ctx.connections), "mirror_dropped": ctx.mirror.stats.dropped}
+        return render_metrics(ctx.counters, ctx.stats, ctx.pools, extra)
+
+    def status_document(self, seconds: float) -> dict[str, Any]:
+        ctx = self.ctx
+        per_version = self.window.per_version(seconds)
+        document = status_document(self.config, ctx.table, per_version, ctx.pools, seconds)
+        document["draining"] = ctx.draining
+        return document
+
     # --- stop --------------------------------------------------------------
 
     async def drain(self) -> None:
@@ -247,7 +286,14 @@ async def _main(config: Config, path: str) -> int:
 
 
 def run(config: Config, path: str) -> int:
-    """Run one server in the foreground until SIGTERM/SIGINT; returns the exit code."""
+    """Run graylane in the foreground until SIGTERM/SIGINT; returns the exit code.
+
+    With ``workers`` above 1, this process becomes the supervisor of that many workers.
+    """
+    from proxy.runtime.supervisor import run_supervisor, worker_count
+
+    if worker_count(config) > 1:
+        return run_supervisor(config, path)
     try:
         return uvloop.run(_main(config, path))
     except StartupError as exc:

@@ -1,0 +1,326 @@
+"""The supervisor of a multi-worker graylane (``workers: N``).
+
+Theory of operation
+-------------------
+The supervisor serves no traffic. It resolves the listener addresses (a ``:0`` port
+is bound once here, with SO_REUSEPORT, so every worker gets the same port), starts
+N workers (``python -m proxy worker``) that each open their own SO_REUSEPORT
+listening sockets (the kernel spreads connections), and holds what must be one per
+host: the admin API, config reload, and the sums of the workers' counters.
+
+Workers report cumulative counters once a second (``proxy.runtime.ipc``). A worker
+that exits without being asked is started again (with a growing pause if it keeps
+crashing); its last report is kept in ``retired`` so that sums never go backwards.
+
+Signals: SIGHUP checks the new config here first and, if it compiles, passes the
+SIGHUP on (a bad config never reaches a worker); SIGTERM passes on and waits for
+the workers to drain; SIGINT passes on and exits; SIGUSR1 passes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from proxy.admin.status import status_document
+from proxy.config.schema import Config
+from proxy.errors import ConfigError, GraylaneError, StartupError
+from proxy.observe.counters import Snapshot
+from proxy.observe.metrics import render_metrics
+from proxy.observe.stats import Stats
+from proxy.observe.window import Window
+from proxy.runtime.ipc import WorkerReport, add_counts, merge_snapshots, merge_stats, read_report
+from proxy.runtime.listener import open_socket, split_address
+from proxy.runtime.server import build_table
+from proxy.runtime.worker import worker_env
+
+log = logging.getLogger("graylane")
+
+RESTART_PAUSE = 0.5  # first pause before restarting a crashed worker; doubles up to MAX_RESTART_PAUSE
+MAX_RESTART_PAUSE = 30.0
+STABLE_AFTER = 60.0  # a worker that lived this long resets the pause
+
+
+def worker_count(config: Config) -> int:
+    if config.workers == "auto":
+        return os.cpu_count() or 1
+    return int(config.workers)
+
+
+class WorkerHandle:
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.process: asyncio.subprocess.Process | None = None
+        self.last: WorkerReport | None = None
+        self.ready = asyncio.Event()
+        self.started = 0.0
+        self.pause = RESTART_PAUSE
+        self.reader: asyncio.Task[None] | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+
+class Supervisor:
+    def __init__(self, config: Config, path: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        self.path = path
+        self.loop = loop
+        self.table = build_table(config)  # compiled here too: /status reads it, reload checks it
+        self.count = worker_count(config)
+        self.workers = [WorkerHandle(i) for i in range(self.count)]
+        self.signals: asyncio.Queue[int] = asyncio.Queue()
+        self.stopping = False
+        self.draining = False
+        self.retired_counters: list[Snapshot] = []
+        self.retired_stats: list[dict[str, Any]] = []
+        self.reloads_ok = 0
+        self.reloads_failed = 0
+        self.restarts = 0
+        self.window = Window(self)  # type: ignore[arg-type]  # duck-typed: snapshot(at)
+        self.reservations: list[socket.socket] = []
+        self.addresses: list[str] = []
+        self.admin: Any = None
+        self.startup_failed = asyncio.Event()
+
+    # --- the counters, summed over workers ------------------------------------
+
+    def snapshot(self, at: float = 0.0) -> Snapshot:
+        live = [w.last.counters for w in self.workers if w.last is not None]
+        return merge_snapshots(self.retired_counters + live, at)
+
+    def merged_stats(self) -> Stats:
+        live = [w.last.stats for w in self.workers if w.last is not None]
+        stats = merge_stats(self.retired_stats + live)
+        # Reloads happen here; the workers' own reload counters would count each one N times.
+        stats.reloads_ok = self.reloads_ok
+        stats.reloads_failed = self.reloads_failed
+        return stats
+
+    def reports(self) -> list[WorkerReport]:
+        return [w.last for w in self.workers if w.last is not None]
+
+    # --- start ---------------------------------------------------------------
+
+    def resolve_addresses(self) -> None:
+        """Bind each listener address once (not listening) so that ``:0`` becomes one real port."""
+        for listener in self.config.listeners:
+            sock = open_socket(listener.address, reuse_port=True, listen=False)
+            self.reservations.append(sock)
+            host, _ = split_address(listener.address)
+            port = sock.getsockname()[1]
+            self.addresses.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+
+    async def start_workers(self) -> None:
+        for handle in self.workers:
+            await self._spawn(handle)
+        all_ready = asyncio.ensure_future(asyncio.gather(*(w.ready.wait() for w in self.workers)))
+        failed = asyncio.ensure_future(self.startup_failed.wait())
+        done, _ = await asyncio.wait([all_ready, failed], timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        failed.cancel()
+        if all_ready not in done:
+            all_ready.cancel()
+            all_ready.add_done_callback(lambda future: future.cancelled() or future.exception())
+            raise StartupError("a worker did not start (see its messages above)")
+        for address in self.addresses:
+            log.info("listening on %s (%d workers)", address, self.count)
+
+    async def _spawn(self, handle: WorkerHandle) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = dict(os.environ)
+        env.update(worker_env(handle.index, child.fileno(), self.addresses))
+        handle.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "proxy.runtime.worker", self.path, pass_fds=(child.fileno(),), env=env
+        )
+        child.close()
+        handle.started = self.loop.time()
+        # Keep the writer: a collected StreamWriter closes its transport.
+        reader, handle.writer = await asyncio.open_unix_connection(sock=parent)
+        handle.reader = self.loop.create_task(self._read_reports(handle, reader))
+        self.loop.create_task(self._watch(handle, handle.process))
+
+    async def _read_reports(self, handle: WorkerHandle, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                handle.last = await read_report(reader)
+                handle.ready.set()
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            pass
+
+    async def _watch(self, handle: WorkerHandle, process: asyncio.subprocess.Process) -> None:
+        code = await process.wait()
+        # Let the reader take the worker's final report (sent while exiting) before it is retired.
+        if handle.reader is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(handle.reader), 2.0)
+            except TimeoutError:
+                pass
+        if not handle.ready.is_set():
+            self.startup_failed.set()
+        if handle.last is not None:
+            self.retired_counters.append(handle.last.counters)
+            self.retired_stats.append(handle.last.stats)
+            handle.last = None
+        if self.stopping:
+            return
+        lived = self.loop.time() - handle.started
+        handle.pause = RESTART_PAUSE if lived > STABLE_AFTER else min(handle.pause * 2, MAX_RESTART_PAUSE)
+        index, pid = handle.index, process.pid
+        log.error("worker %d (pid %d) exited with %s; restarting in %gs", index, pid, code, handle.pause)
+        self.restarts += 1
+        await asyncio.sleep(handle.pause)
+        if not self.stopping:
+            handle.ready = asyncio.Event()
+            await self._spawn(handle)
+
+    # --- signals -----------------------------------------------------------------
+
+    def catch_signals(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+            self.loop.add_signal_handler(signum, self.signals.put_nowait, signum)
+
+    def _signal_workers(self, signum: int) -> None:
+        for handle in self.workers:
+            process = handle.process
+            if process is not None and process.returncode is None:
+                process.send_signal(signum)
+
+    async def serve(self) -> int:
+        ticker = self.loop.create_task(self._tick_forever())
+        try:
+            while True:
+                signum = await self.signals.get()
+                if signum == signal.SIGHUP:
+                    self.reload()
+                elif signum == signal.SIGUSR1:
+                    self._signal_workers(signal.SIGUSR1)
+                else:
+                    await self.stop(signum)
+                    return 0
+        finally:
+            ticker.cancel()
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.window.tick(self.loop.time())
+
+    def reload(self) -> list[str]:
+        from proxy.config.load import load_config
+
+        try:
+            config = load_config(self.path)
+            table = build_table(config)
+        except GraylaneError as exc:
+            self.reloads_failed += 1
+            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+            log.error("reload failed, keeping the running config:\n  %s", "\n  ".join(problems))
+            return problems
+        if worker_count(config) != self.count or config.listeners != self.config.listeners:
+            log.warning("changes to workers or listeners take effect only after a restart")
+        self.config = config
+        self.table = table
+        self.reloads_ok += 1
+        self._signal_workers(signal.SIGHUP)
+        log.info("configuration reloaded from %s (%d workers)", self.path, self.count)
+        return []
+
+    async def stop(self, signum: int) -> None:
+        self.stopping = True
+        self.draining = True
+        name = "SIGTERM: draining" if signum == signal.SIGTERM else "SIGINT: stopping"
+        log.info("%s %d worker(s)", name, self.count)
+        self._signal_workers(signum)
+        deadline = self.config.limits.drain_timeout + 5.0 if signum == signal.SIGTERM else 5.0
+        processes = [w.process for w in self.workers if w.process is not None]
+        try:
+            await asyncio.wait_for(asyncio.gather(*(p.wait() for p in processes)), deadline)
+        except TimeoutError:
+            log.warning("workers did not stop in time: killing them")
+            self._signal_workers(signal.SIGKILL)
+        if self.admin is not None:
+            self.admin.close()
+        for sock in self.reservations:
+            sock.close()
+        log.info("all workers stopped, exiting")
+
+    # --- what the admin API shows ------------------------------------------------
+
+    def ready_state(self) -> str:
+        if self.draining:
+            return "draining"
+        if not all(w.ready.is_set() for w in self.workers):
+            return "starting"
+        return "ready"
+
+    def stats_document(self) -> dict[str, Any]:
+        document = self.merged_stats().snapshot()
+        document.update(self.connection_totals())
+        document["mirror"] = self.mirror_totals()
+        document["routing"] = self.routing_totals()
+        document["workers"] = self.count
+        document["worker_restarts"] = self.restarts
+        return document
+
+    def metrics_text(self) -> bytes:
+        totals = self.connection_totals()
+        extra = {
+            "client_connections": totals["connections_open"],
+            "mirror_dropped": self.mirror_totals().get("dropped", 0),
+        }
+        pools = (totals["upstream_active"], totals["upstream_idle"])
+        return render_metrics(self.snapshot(self.loop.time()), self.merged_stats(), pools, extra)
+
+    def status_document(self, seconds: float) -> dict[str, Any]:
+        per_version = self.window.per_version(seconds)
+        document = status_document(self.config, self.table, per_version, None, seconds)
+        document["draining"] = self.draining
+        document["workers"] = [
+            {"index": w.index, "pid": w.process.pid if w.process else None, "ready": w.ready.is_set()}
+            for w in self.workers
+        ]
+        return document
+
+    def connection_totals(self) -> dict[str, int]:
+        reports = self.reports()
+        return {
+            "connections_open": sum(r.connections for r in reports),
+            "upstream_active": sum(r.upstream_active for r in reports),
+            "upstream_idle": sum(r.upstream_idle for r in reports),
+        }
+
+    def mirror_totals(self) -> dict[str, int]:
+        return add_counts([r.mirror for r in self.reports()])
+
+    def routing_totals(self) -> dict[str, int]:
+        return add_counts([r.routing for r in self.reports()])
+
+
+async def _main(config: Config, path: str) -> int:
+    supervisor = Supervisor(config, path, asyncio.get_running_loop())
+    supervisor.catch_signals()
+    supervisor.resolve_addresses()
+    if config.admin is not None:
+        from proxy.admin.server import AdminServer
+
+        supervisor.admin = AdminServer(config.admin, supervisor)
+        await supervisor.admin.start()
+    try:
+        await supervisor.start_workers()
+    except StartupError:
+        await supervisor.stop(signal.SIGTERM)
+        raise
+    return await supervisor.serve()
+
+
+def run_supervisor(config: Config, path: str) -> int:
+    import uvloop
+
+    try:
+        return uvloop.run(_main(config, path))
+    except StartupError as exc:
+        log.error("%s", exc)
+        return 1
