@@ -60,7 +60,8 @@ def test_two_workers_serve_one_port_and_their_counters_add_up(backend, graylane)
     stats = _wait_for(lambda: (s := _admin(proxy, "/stats"))["requests"] == sent and s)
     assert stats["workers"] == 2
     metrics = request(*proxy.admin_address, "GET", "/metrics", timeout=10).body.decode()
-    assert re.search(r'graylane_requests_total\{code="200",route="all",service="api",version="v1"\} 60\b', metrics)
+    line = r'graylane_requests_total\{code="200",route="all",service="api",version="v1"\} 60\b'
+    assert re.search(line, metrics)
 
 
 def test_a_killed_worker_is_started_again_and_counts_are_kept(backend, graylane):
