@@ -3,6 +3,8 @@
     graylane run -c FILE [--log-level LEVEL]     serve (exit 2 on a bad config)
     graylane check -c FILE                       load, validate and compile; exit 1 on problems
     graylane dump-config -c FILE [--format F]    the effective config (defaults, ${VAR} filled in)
+    graylane status [--admin HOST:PORT] [--token T] [--watch [SECONDS]] [-c FILE]
+                                                 routes, versions and live figures from the admin API
     graylane version
 
 Each subcommand is one ``_cmd_*`` function plus one entry in ``_COMMANDS``; heavy
@@ -132,6 +134,114 @@ def _setup_dump_config(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("yaml", "json"), default="yaml")
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    import os
+
+    from rich.console import Console
+
+    from proxy.admin.client import DEFAULT_ADDRESS, AdminApiError, admin_from_config, base_url, fetch_status
+    from proxy.admin.table import render_status, watch_status
+
+    address, token = args.admin, args.token
+    try:
+        if args.config:
+            configured, configured_token = admin_from_config(args.config)
+            address = address or configured
+            token = token or configured_token
+        address = address or DEFAULT_ADDRESS
+        token = token or os.environ.get("GRAYLANE_ADMIN_TOKEN") or None
+        source = base_url(address)
+        document = fetch_status(address, token)
+    except ConfigError as e:
+        _print_problems(e)
+        return 2
+    except (AdminApiError, ValueError) as e:
+        print(f"graylane status: {e}", file=sys.stderr)
+        return 1
+    console = Console()
+    if args.watch is None:
+        console.print(render_status(document, source))
+        return 0
+    try:
+        watch_status(lambda: fetch_status(address, token), console, args.watch, source, document)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _admin_target(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The admin API address and token from --admin/--token, -c FILE, then the defaults."""
+    import os
+
+    from proxy.admin.client import DEFAULT_ADDRESS, admin_from_config
+
+    address, token = args.admin, args.token
+    if args.config:
+        configured, configured_token = admin_from_config(args.config)
+        address = address or configured
+        token = token or configured_token
+    return address or DEFAULT_ADDRESS, token or os.environ.get("GRAYLANE_ADMIN_TOKEN") or None
+
+
+def _cmd_rollout(args: argparse.Namespace) -> int:
+    import json
+
+    from proxy.admin.client import AdminApiError, fetch_json
+
+    action = "promote_full" if args.action == "promote" and args.full else args.action
+    try:
+        address, token = _admin_target(args)
+        answer = fetch_json(address, f"/rollouts/{args.route}/{action}", token, method="POST")
+    except ConfigError as e:
+        _print_problems(e)
+        return 2
+    except (AdminApiError, ValueError) as e:
+        print(f"graylane rollout: {e}", file=sys.stderr)
+        return 1
+    history = answer.pop("history", [])
+    print(json.dumps(answer, indent=2))
+    if history:
+        print(f"({len(history)} transitions; the last: {history[-1]})")
+    return 0
+
+
+def _setup_rollout(parser: argparse.ArgumentParser) -> None:
+    actions = ("status", "promote", "pause", "resume", "abort", "retry")
+    parser.add_argument("action", choices=actions, help="what to do with the route's rollout")
+    parser.add_argument("route", help="the route whose rollout it is")
+    parser.add_argument("--full", action="store_true", help="with promote: straight to 100%%")
+    parser.add_argument("--admin", metavar="HOST:PORT", help="the admin API (default: 127.0.0.1:9901)")
+    parser.add_argument("--token", help="the admin API's bearer token (default: the config's)")
+    parser.add_argument("-c", "--config", metavar="FILE", help="take the admin address and token from it")
+
+
+def _setup_status(parser: argparse.ArgumentParser) -> None:
+    def seconds(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        if not 0.1 <= value <= 3600:
+            raise argparse.ArgumentTypeError("the refresh interval is from 0.1 to 3600 seconds")
+        return value
+
+    parser.add_argument("--admin", metavar="HOST:PORT", help="the admin API (default: 127.0.0.1:9901)")
+    parser.add_argument(
+        "--token", help="the admin API's bearer token (default: the config's, else $GRAYLANE_ADMIN_TOKEN)"
+    )
+    parser.add_argument(
+        "--watch",
+        nargs="?",
+        const=2.0,
+        type=seconds,
+        metavar="SECONDS",
+        help="refresh every SECONDS (default 2) until Ctrl-C",
+    )
+    parser.add_argument(
+        "-c", "--config", metavar="FILE", help="take the admin address and token from this config"
+    )
+
+
 _AddArguments = Callable[[argparse.ArgumentParser], None]
 _Handler = Callable[[argparse.Namespace], int]
 
@@ -141,6 +251,8 @@ _COMMANDS: dict[str, tuple[str, _AddArguments, _Handler]] = {
     "check": ("check a config file without serving", _add_config_option, _cmd_check),
     "dump-config": ("print the effective config", _setup_dump_config, _cmd_dump_config),
     "demo": ("run two demo versions behind graylane and show the live split", _setup_demo, _cmd_demo),
+    "status": ("show each route's versions, weights and live figures", _setup_status, _cmd_status),
+    "rollout": ("show or steer a route's rollout", _setup_rollout, _cmd_rollout),
     "version": ("print the version", lambda parser: None, _cmd_version),
 }
 

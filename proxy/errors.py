@@ -98,3 +98,31 @@ class UpstreamProtocolError(UpstreamError):
 class UpstreamTimeout(UpstreamError):
     status = 504
     flag = "UT"
+
+
+# Policy answers: the request was well-formed, a route's policy refused it. Both carry
+# extra response header lines (pre-serialised, each ending CRLF) for the error response.
+class Unauthorized(HttpError):
+    """401: no valid token (``reason`` is a short code such as ``expired``; see proxy.policy.jwt)."""
+
+    status = 401
+    flag = "UAEX"
+    headers = b""  # the WWW-Authenticate line
+
+    def __init__(self, reason: str = "", headers: bytes = b"") -> None:
+        super().__init__(reason)
+        if headers:
+            self.headers = headers
+
+
+class RateLimited(HttpError):
+    """429: a rate limit of the route is exhausted (``reason`` names the limit)."""
+
+    status = 429
+    flag = "RL"
+    headers = b""  # Retry-After and the RateLimit lines
+
+    def __init__(self, reason: str = "", headers: bytes = b"") -> None:
+        super().__init__(reason)
+        if headers:
+            self.headers = headers

@@ -5,8 +5,7 @@ Theory of operation
 The data plane finds the end of a head itself (``CRLFCRLF``) and hands the whole
 head to ``parse_request_head`` / ``parse_response_head``. Working on the complete
 head, rather than on per-header callbacks, lets the proxy forward the header block
-as one slice when nothing in it must change, and lets the strict checks below run
-as a handful of C-speed bytes operations.
+as one slice when nothing in it must change.
 
 Everything a proxy must understand is extracted (framing, Connection and what it
 names, Host, Upgrade, Expect, X-Forwarded-For, X-Request-ID); every other header is
@@ -14,8 +13,27 @@ kept as the raw line the client sent. Anything that could be read two ways by tw
 parsers (the shapes of request smuggling) is refused: the request with a 400, the
 response with a 502.
 
-This file is plain Python and is also compiled by Cython (``_http1_c``); both must
-behave identically (tests feed both the same random input).
+How it reads a head. One pass from the first byte to the last, with integer
+indexes and 256-entry tables (``_TOKEN_TABLE[c]`` says whether byte ``c`` may be in
+a header name), so that compiled, each byte costs a C array read; Python objects
+are made only for what is returned: one slice per value, and a name only when it
+is not one of the common names kept lower-case in ``_KNOWN_NAMES``. The forward
+block is put together from runs of the head between the lines it drops.
+
+Which error wins. A head can be wrong in several ways at once, and the answer must
+not depend on which one the scan meets first. The checks are ranked: the framing
+of the whole head (an incomplete head, then a bare CR or LF, then a NUL), then the
+start line, then the number of header lines, then each header line in order, then
+what the values mean (Content-Length, Host, ...), then the combinations (Host
+missing, Transfer-Encoding with Content-Length, ...). A fault found early in the
+scan is raised through ``_refuse``, which first looks for a higher-ranked fault in
+the whole head; a fault in what a value means is only noted, and raised once every
+line has passed.
+
+This file is plain Python and is also compiled by Cython (``_http1_c``, with the C
+types in ``_http1_c.pxd``); both must behave identically (tests feed both the same
+random input). In plain Python the byte loops are slower than bytes methods were:
+the compiled form is the one graylane runs.
 """
 
 from __future__ import annotations
@@ -27,11 +45,10 @@ from proxy.errors import (
     UriTooLong,
     VersionNotSupported,
 )
-from proxy.http.request import RequestHead
 
 CRLF = b"\r\n"
 
-# tchar from RFC 9110 5.6.2; bytes.translate(None, TOKEN) leaves only the bad bytes.
+# tchar from RFC 9110 5.6.2.
 TOKEN = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # Bytes refused in a request-target (RFC 9112 3.2, whose grammar is ASCII URI syntax): space, controls,
 # DEL, non-ASCII (a client must percent-encode it) and "#" (a fragment is never sent; a parser that cut
@@ -69,6 +86,200 @@ RESPONSE_DROP = frozenset(
 HTTP11 = b"HTTP/1.1"
 HTTP10 = b"HTTP/1.0"
 
+# --- byte tables -------------------------------------------------------------------------------
+
+# The bytes the scanners stop at.
+_HT = 0x09
+_LF = 0x0A
+_CR = 0x0D
+_SP = 0x20
+_STAR = 0x2A
+_COMMA = 0x2C
+_SLASH = 0x2F
+_COLON = 0x3A
+_SEMICOLON = 0x3B
+_QUESTION = 0x3F
+
+
+def _table(members: bytes, value: int = 1) -> bytearray:
+    """A 256-entry table: ``value`` at each byte of ``members``, 0 elsewhere."""
+    table = bytearray(256)
+    for byte in members:
+        table[byte] = value
+    return table
+
+
+def _complement(bad: bytes) -> bytes:
+    return bytes(byte for byte in range(256) if byte not in bad)
+
+
+def _token_table() -> bytes:
+    """1 for a tchar, 2 for an upper-case one (a name holding one needs lower-casing)."""
+    table = _table(TOKEN)
+    for byte in range(ord("A"), ord("Z") + 1):
+        table[byte] = 2
+    return bytes(table)
+
+
+_TOKEN_TABLE = _token_table()
+_TARGET_TABLE = bytes(_table(_complement(TARGET_BAD)))
+_HOST_TABLE = bytes(_table(HOST_CHARS))
+# 0 for CR, LF, NUL and the other controls a value may not hold: a value scan stops at its CR.
+_VALUE_TABLE = bytes(_table(_complement(VALUE_BAD)))
+_HEX_TABLE = bytes(_table(HEX))
+# Each byte lower-cased (ASCII letters only, as bytes.lower()).
+_LOWER = bytes(range(256)).lower()
+
+# --- header names ------------------------------------------------------------------------------
+
+# What a header name means to the parsers; 0 is nothing special.
+_F_CONTENT_LENGTH = 1
+_F_HOST = 2
+_F_X_REQUEST_ID = 3
+_F_TRANSFER_ENCODING = 4
+_F_CONNECTION = 5
+_F_UPGRADE = 6
+_F_EXPECT = 7
+_F_X_FORWARDED_FOR = 8
+_F_TRACEPARENT = 9
+_F_DROPPED = 10  # dropped in both directions, nothing else to do
+_F_REQUEST_DROPPED = 11  # dropped from requests, nothing else to do
+
+# The names in this table come out of the parser as these very objects, with no slice to make
+# and lower-case; every name a parser acts on must be here. Within a length, the more common first.
+_KNOWN = {
+    b"host": _F_HOST,
+    b"content-length": _F_CONTENT_LENGTH,
+    b"transfer-encoding": _F_TRANSFER_ENCODING,
+    b"connection": _F_CONNECTION,
+    b"upgrade": _F_UPGRADE,
+    b"expect": _F_EXPECT,
+    b"x-forwarded-for": _F_X_FORWARDED_FOR,
+    b"traceparent": _F_TRACEPARENT,
+    b"x-request-id": _F_X_REQUEST_ID,
+    b"keep-alive": _F_DROPPED,
+    b"proxy-connection": _F_DROPPED,
+    b"te": _F_DROPPED,
+    b"trailer": _F_DROPPED,
+    b"x-forwarded-proto": _F_REQUEST_DROPPED,
+    b"x-forwarded-host": _F_REQUEST_DROPPED,
+    b"date": 0,
+    b"server": 0,
+    b"content-type": 0,
+    b"last-modified": 0,
+    b"etag": 0,
+    b"accept-ranges": 0,
+    b"accept": 0,
+    b"user-agent": 0,
+    b"accept-encoding": 0,
+    b"accept-language": 0,
+    b"cookie": 0,
+    b"referer": 0,
+    b"origin": 0,
+    b"authorization": 0,
+    b"cache-control": 0,
+    b"pragma": 0,
+    b"if-none-match": 0,
+    b"if-modified-since": 0,
+    b"upgrade-insecure-requests": 0,
+    b"sec-fetch-dest": 0,
+    b"sec-fetch-mode": 0,
+    b"sec-fetch-site": 0,
+    b"sec-fetch-user": 0,
+    b"priority": 0,
+    b"dnt": 0,
+    b"x-real-ip": 0,
+    b"forwarded": 0,
+    b"range": 0,
+    b"tracestate": 0,
+    b"baggage": 0,
+    b"content-encoding": 0,
+    b"content-language": 0,
+    b"content-disposition": 0,
+    b"content-range": 0,
+    b"set-cookie": 0,
+    b"location": 0,
+    b"vary": 0,
+    b"expires": 0,
+    b"age": 0,
+    b"via": 0,
+    b"x-content-type-options": 0,
+    b"x-frame-options": 0,
+    b"strict-transport-security": 0,
+    b"access-control-allow-origin": 0,
+}
+# The names sorted by length; those of length L are _KNOWN_NAMES[_KNOWN_FIRST[L]:_KNOWN_FIRST[L + 1]].
+_KNOWN_NAMES = tuple(sorted(_KNOWN, key=len))
+_KNOWN_CODES = bytes(_KNOWN[name] for name in _KNOWN_NAMES)
+_KNOWN_INITIALS = bytes(name[0] for name in _KNOWN_NAMES)
+_KNOWN_LONGEST = len(_KNOWN_NAMES[-1])
+_KNOWN_FIRST = bytes(
+    sum(1 for name in _KNOWN_NAMES if len(name) < length) for length in range(_KNOWN_LONGEST + 2)
+)
+
+
+def _drop_mask(drop: frozenset) -> int:
+    """The bits ``1 << code`` of the codes of the names in ``drop``; a name is dropped iff its bit is set."""
+    mask = 0
+    for name in drop:
+        mask |= 1 << _KNOWN.get(name, 0)
+    if mask & 1 or any((name in drop) != bool(mask >> code & 1) for name, code in _KNOWN.items()):
+        raise RuntimeError("the codes in _KNOWN do not tell the dropped names apart")
+    return mask
+
+
+_REQUEST_DROP_MASK = _drop_mask(REQUEST_DROP)
+_RESPONSE_DROP_MASK = _drop_mask(RESPONSE_DROP)
+
+# Methods given as these very objects (the request line is case-sensitive).
+_METHODS = (b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"PATCH")
+
+# Bits of what a Connection header names.
+_CLOSE = 1
+_KEEP_ALIVE = 2
+_UPGRADE = 4
+
+
+# --- the heads ---------------------------------------------------------------------------------
+
+
+class RequestHead:
+    """What the data plane knows about one request once its head has been parsed.
+
+    Produced by ``parse_request_head`` and read by routing; it holds bytes exactly as they
+    came (header names lower-cased, values stripped of surrounding whitespace).
+    """
+
+    __slots__ = (
+        "method",  # bytes, e.g. b"GET"
+        "target",  # bytes, the raw request-target
+        "path",  # bytes, target up to "?" (origin-form; absolute-form is reduced to its path)
+        "query",  # bytes, after "?" without it; b"" when absent
+        "http_minor",  # 0 for HTTP/1.0, 1 for HTTP/1.1
+        "headers",  # list[tuple[bytes, bytes]]: (lower-case name, value), in order
+        "host",  # bytes | None: the Host header (or the authority of an absolute-form target)
+        "content_length",  # int: -1 when the request has no Content-Length
+        "chunked",  # bool: Transfer-Encoding: chunked
+        "keep_alive",  # bool: the client wants the connection kept after this exchange
+        "upgrade",  # bytes | None: the Upgrade header's value when Connection names upgrade
+        "expect_continue",  # bool: Expect: 100-continue
+        "forward_headers",  # bytes: the header lines to forward, hop-by-hop ones removed, each ending CRLF
+        "xff",  # bytes | None: the client's X-Forwarded-For value (removed from forward_headers)
+        "request_id",  # bytes | None: the client's X-Request-ID value
+        "traceparent",  # bytes | None: the client's traceparent (removed from forward_headers)
+    )
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of header ``name`` (lower-case bytes), or None."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    def header_values(self, name: bytes) -> list[bytes]:
+        """Every value of header ``name`` (lower-case bytes), in order."""
+        return [value for key, value in self.headers if key == name]
+
 
 class ResponseHead:
     __slots__ = (
@@ -85,63 +296,226 @@ class ResponseHead:
     )
 
 
-def _split_lines(head: bytes, error: type) -> list:
-    """Split a complete head (ending CRLFCRLF) into lines; refuse bare CR, bare LF and NUL."""
-    if not head.endswith(b"\r\n\r\n"):
-        raise error("incomplete message head")
+# --- scanning helpers --------------------------------------------------------------------------
+#
+# The scans read a head through ``data``: in plain Python the head itself, compiled a C pointer
+# to its bytes (declared in the .pxd), read and sliced without bounds checks. Every index stays
+# in range because the parsers first check that the head ends with CRLFCRLF and each scan stops
+# at a byte its table refuses, CR included: no scan passes the final CRLF.
+
+
+def _refuse(head: bytes, error: type, fault: Exception) -> Exception:
+    """``fault``, unless the head has a framing fault somewhere, which outranks every other."""
     crlf = head.count(CRLF)
     if head.count(b"\r") != crlf or head.count(b"\n") != crlf:
-        raise error("bare CR or LF in message head")
+        return error("bare CR or LF in message head")
     if b"\x00" in head:
-        raise error("NUL in message head")
+        return error("NUL in message head")
+    return fault
+
+
+def _framing_fault(head: bytes, error: type) -> Exception:
+    """The error for a head in which a bare CR, a bare LF or a NUL was seen."""
+    return _refuse(head, error, error("NUL in message head"))
+
+
+def _refuse_field(head: bytes, error: type, too_many: type, max_headers: int, fault: Exception) -> Exception:
+    """``fault`` of a header line, unless the head is wrong in a way that outranks it."""
+    framing = _refuse(head, error, None)
+    if framing is not None:
+        return framing
+    if head.count(CRLF) - 2 > max_headers:
+        return too_many("too many header fields")
+    return fault
+
+
+def _field_fault(data: bytes, start: int, error: type) -> Exception:
+    """What is wrong with the header line at ``start``, whose name does not end at a colon."""
+    i = start
+    c = data[i]
+    while c != _CR and c != _COLON:
+        i += 1
+        c = data[i]
+    if c == _COLON and i > start:
+        # Covers whitespace between the name and the colon as well.
+        return error("invalid header name")
+    if data[start] in (_SP, _HT):
+        return error("obsolete line folding in header")
+    return error("header line without a name")
+
+
+def _name_end(data: bytes, i: int) -> int:
+    """Where the run of token bytes from ``i`` ends."""
+    table = _TOKEN_TABLE
+    while table[data[i]]:
+        i += 1
+    return i
+
+
+def _has_upper(data: bytes, start: int, end: int) -> bool:
+    table = _TOKEN_TABLE
+    while start < end:
+        if table[data[start]] == 2:
+            return True
+        start += 1
+    return False
+
+
+def _skip_blanks(data: bytes, start: int, end: int) -> int:
+    """``start`` moved forward over spaces and tabs, not past ``end``."""
+    while start < end:
+        c = data[start]
+        if c != _SP and c != _HT:
+            break
+        start += 1
+    return start
+
+
+def _trim_end(data: bytes, start: int, end: int) -> int:
+    """``end`` moved back over the spaces and tabs before it, not before ``start``."""
+    while end > start:
+        c = data[end - 1]
+        if c != _SP and c != _HT:
+            break
+        end -= 1
+    return end
+
+
+def _value_end(data: bytes, i: int) -> int:
+    """Where the run of bytes a value may hold ends: at its CR, unless a bad byte comes first."""
+    table = _VALUE_TABLE
+    while table[data[i]]:
+        i += 1
+    return i
+
+
+def _all_in(data: bytes, start: int, end: int, table: bytes) -> bool:
+    while start < end:
+        if not table[data[start]]:
+            return False
+        start += 1
+    return True
+
+
+def _equals(data: bytes, start: int, end: int, expected: bytes) -> bool:
+    """data[start:end] == expected, without the slice."""
+    if end - start != len(expected):
+        return False
+    i = 0
+    while start < end:
+        if data[start] != expected[i]:
+            return False
+        start += 1
+        i += 1
+    return True
+
+
+def _equals_lower(data: bytes, start: int, end: int, expected: bytes) -> bool:
+    """data[start:end].lower() == expected (lower-case), without the slices."""
+    if end - start != len(expected):
+        return False
+    lower = _LOWER
+    i = 0
+    while start < end:
+        if lower[data[start]] != expected[i]:
+            return False
+        start += 1
+        i += 1
+    return True
+
+
+def _known_name(data: bytes, start: int, end: int) -> int:
+    """The index in _KNOWN_NAMES of the name data[start:end] in any case, or -1."""
+    length = end - start
+    if length > _KNOWN_LONGEST:
+        return -1
+    initial = _LOWER[data[start]]
+    k = _KNOWN_FIRST[length]
+    stop = _KNOWN_FIRST[length + 1]
+    while k < stop:
+        if _KNOWN_INITIALS[k] == initial and _equals_lower(data, start, end, _KNOWN_NAMES[k]):
+            return k
+        k += 1
+    return -1
+
+
+def _is_digit(c: int) -> bool:
+    return 0x30 <= c <= 0x39
+
+
+def _content_length(data: bytes, start: int, end: int, previous: int) -> int:
+    """The length the Content-Length value data[start:end] gives, after ``previous`` (-1: none yet).
+
+    -2 when the value is malformed, -3 when it differs from ``previous`` or within itself:
+    a list "5, 5" is allowed when every member is the same (RFC 9110 8.6).
+    """
+    result = previous
+    while True:
+        stop = start
+        while stop < end and data[stop] != _COMMA:
+            stop += 1
+        first = _skip_blanks(data, start, stop)
+        last = _trim_end(data, first, stop)
+        if first == last or last - first > 18:
+            return -2
+        length = 0
+        while first < last:
+            c = data[first]
+            if not _is_digit(c):
+                return -2
+            length = length * 10 + (c - 0x30)
+            first += 1
+        if result != -1 and result != length:
+            return -3
+        result = length
+        if stop == end:
+            return result
+        start = stop + 1
+
+
+def _connection_tokens(data: bytes, start: int, end: int, named: list) -> int:
+    """The _CLOSE/_KEEP_ALIVE/_UPGRADE bits of the Connection value data[start:end].
+
+    The value is a comma-separated list; each member is stripped of spaces and tabs and
+    lower-cased, empty members are skipped; the members other than those three go to ``named``.
+    """
+    bits = 0
+    while True:
+        stop = start
+        while stop < end and data[stop] != _COMMA:
+            stop += 1
+        first = _skip_blanks(data, start, stop)
+        last = _trim_end(data, first, stop)
+        if first < last:
+            if _equals_lower(data, first, last, b"close"):
+                bits |= _CLOSE
+            elif _equals_lower(data, first, last, b"keep-alive"):
+                bits |= _KEEP_ALIVE
+            elif _equals_lower(data, first, last, b"upgrade"):
+                bits |= _UPGRADE
+            else:
+                named.append(data[first:last].lower())
+        if stop == end:
+            return bits
+        start = stop + 1
+
+
+def _method(data: bytes, end: int) -> bytes:
+    """data[0:end], as the constant of a common method when it is one."""
+    methods = _METHODS
+    for k in range(len(methods)):
+        method = methods[k]
+        if _equals(data, 0, end, method):
+            return method
+    return data[0:end]
+
+
+def _split_lines(head: bytes) -> list:
+    """The lines of a head whose framing is known to be right, without the final empty one."""
     lines = head.split(CRLF)
     # A head ends with CRLFCRLF, so split leaves two empty strings at the end.
-    del lines[-2:]
+    del lines[len(lines) - 2 :]
     return lines
-
-
-def _parse_content_length(value: bytes, previous: int, error: type) -> int:
-    # A list "5, 5" is allowed when every member is the same (RFC 9110 8.6).
-    result = previous
-    for part in value.split(b","):
-        part = part.strip(b" \t")
-        if not part or len(part) > 18 or part.translate(None, DIGITS):
-            raise error("malformed Content-Length")
-        length = int(part)
-        if result != -1 and result != length:
-            raise error("differing Content-Length values")
-        result = length
-    return result
-
-
-def _header_fields(lines: list, max_headers: int, error: type, too_many: type) -> list:
-    """(lower-case name, value) pairs of every header line after the start line."""
-    if len(lines) - 1 > max_headers:
-        raise too_many("too many header fields")
-    fields = []
-    for i in range(1, len(lines)):
-        line = lines[i]
-        colon = line.find(b":")
-        if colon <= 0:
-            if line[:1] in (b" ", b"\t"):
-                raise error("obsolete line folding in header")
-            raise error("header line without a name")
-        name = line[:colon]
-        if name.translate(None, TOKEN):
-            # Covers whitespace between the name and the colon as well.
-            raise error("invalid header name")
-        value = line[colon + 1 :].strip(b" \t")
-        if value.translate(None, VALUE_BAD) != value:
-            raise error("invalid character in header value")
-        fields.append((name.lower(), value))
-    return fields
-
-
-def _connection_tokens(value: bytes, tokens: list) -> None:
-    for token in value.split(b","):
-        token = token.strip(b" \t").lower()
-        if token:
-            tokens.append(token)
 
 
 def _forward_block(
@@ -153,6 +527,7 @@ def _forward_block(
     "5, 5") to become one ``Content-Length: length`` line where the first of them stood, so the
     next recipient never has to resolve duplicates itself (RFC 9110 8.6). ``host``, when not
     None, is the value of the one Host line (replacing the received one, or first if none came).
+    The parsers come here only in these rarer cases; otherwise they cut the block themselves.
     """
     kept = []
     if host is not None:
@@ -174,78 +549,144 @@ def _forward_block(
     return b"".join(kept)
 
 
+def _absolute_form(head: bytes, target: bytes) -> tuple:
+    """(host, path-and-query) of an absolute-form target (RFC 9112 3.2.2)."""
+    rest = target[target.find(b"//") + 2 :]
+    slash = rest.find(b"/")
+    question = rest.find(b"?")
+    cut = len(rest)
+    if slash != -1:
+        cut = slash
+    if question != -1 and question < cut:
+        cut = question
+    host = rest[:cut]
+    if not host or host.translate(None, HOST_CHARS):
+        # Also refuses userinfo ("@"), which RFC 9110 4.2.4 forbids in http(s) URIs.
+        raise _refuse(head, BadRequest, BadRequest("invalid request-target"))
+    path_and_query = rest[cut:]
+    if not path_and_query or path_and_query[:1] == b"?":
+        path_and_query = b"/" + path_and_query
+    return host, path_and_query
+
+
+def _is_complete(data: bytes, n: int) -> bool:
+    """Whether the n bytes end with CRLFCRLF (the sentinel every scan relies on)."""
+    return n >= 4 and data[n - 4] == _CR and data[n - 3] == _LF and data[n - 2] == _CR and data[n - 1] == _LF
+
+
+# --- requests ----------------------------------------------------------------------------------
+
+
 def parse_request_head(head: bytes, max_uri: int, max_headers: int) -> RequestHead:
     """Parse a complete request head (start line through the empty line).
 
     Raises BadRequest (400), UriTooLong (414), HeaderTooLarge (431) or
     VersionNotSupported (505).
     """
-    lines = _split_lines(head, BadRequest)
-    request_line = lines[0]
-    parts = request_line.split(b" ")
-    if len(parts) != 3:
-        if len(parts) > 1 and len(parts[1]) > max_uri:
-            raise UriTooLong("request-target too long")
-        raise BadRequest("malformed request line")
-    method = parts[0]
-    target = parts[1]
-    version = parts[2]
-    if not method or method.translate(None, TOKEN):
-        raise BadRequest("invalid method")
-    if len(target) > max_uri:
-        raise UriTooLong("request-target too long")
-    if not target or target.translate(None, TARGET_BAD) != target:
-        raise BadRequest("invalid request-target")
-    if version == HTTP11:
-        minor = 1
-    elif version == HTTP10:
-        minor = 0
-    elif version[:5] == b"HTTP/" and len(version) == 8 and version[5:6].isdigit() and version[7:8].isdigit():
-        raise VersionNotSupported("HTTP version not supported")
-    else:
-        raise BadRequest("malformed HTTP version")
+    error = BadRequest
+    data = head  # compiled: a pointer to the bytes of head (see "scanning helpers")
+    n = len(head)
+    if not _is_complete(data, n):
+        raise error("incomplete message head")
 
+    # The request line, split at every space: method SP request-target SP HTTP-version.
+    spaces = 0
+    sp1 = 0
+    sp2 = 0
+    i = 0
+    c = data[0]
+    while c != _CR:
+        if c == _SP:
+            if spaces == 0:
+                sp1 = i
+            elif spaces == 1:
+                sp2 = i
+            spaces += 1
+        elif c == _LF or c == 0:
+            raise _framing_fault(head, error)
+        i += 1
+        c = data[i]
+    eol = i
+    if data[eol + 1] != _LF:
+        raise _framing_fault(head, error)
+    if spaces != 2:
+        if spaces > 0:
+            target_end = sp2 if spaces > 2 else eol
+            if target_end - sp1 - 1 > max_uri:
+                raise _refuse(head, error, UriTooLong("request-target too long"))
+        raise _refuse(head, error, error("malformed request line"))
+    if sp1 == 0 or not _all_in(data, 0, sp1, _TOKEN_TABLE):
+        raise _refuse(head, error, error("invalid method"))
+    tstart = sp1 + 1
+    if sp2 - tstart > max_uri:
+        raise _refuse(head, error, UriTooLong("request-target too long"))
+    question = -1
+    table = _TARGET_TABLE
+    i = tstart
+    while i < sp2:
+        c = data[i]
+        if not table[c]:
+            break
+        if c == _QUESTION and question == -1:
+            question = i
+        i += 1
+    if i < sp2 or sp2 == tstart:
+        raise _refuse(head, error, error("invalid request-target"))
+    vstart = sp2 + 1
+    if _equals(data, vstart, eol, HTTP11):
+        minor = 1
+    elif _equals(data, vstart, eol, HTTP10):
+        minor = 0
+    elif (
+        eol - vstart == 8
+        and _equals(data, vstart, vstart + 5, b"HTTP/")
+        and _is_digit(data[vstart + 5])
+        and _is_digit(data[vstart + 7])
+    ):
+        raise _refuse(head, error, VersionNotSupported("HTTP version not supported"))
+    else:
+        raise _refuse(head, error, error("malformed HTTP version"))
+
+    method = _method(data, sp1)
+    target = data[tstart:sp2]
     host = None
     absolute = False
-    first = target[:1]
-    if first == b"/":
-        path_and_query = target
+    c = data[tstart]
+    if c == _SLASH:
+        if question == -1:
+            path = target
+            query = b""
+        else:
+            path = data[tstart:question]
+            query = data[question + 1 : sp2]
     elif target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
         # absolute-form: the authority replaces Host (RFC 9112 3.2.2)
-        rest = target[target.find(b"//") + 2 :]
-        slash = rest.find(b"/")
-        question = rest.find(b"?")
-        cut = len(rest)
-        if slash != -1:
-            cut = slash
-        if question != -1 and question < cut:
-            cut = question
-        host = rest[:cut]
-        if not host or host.translate(None, HOST_CHARS):
-            # Also refuses userinfo ("@"), which RFC 9110 4.2.4 forbids in http(s) URIs.
-            raise BadRequest("invalid request-target")
-        path_and_query = rest[cut:]
-        if not path_and_query or path_and_query[:1] == b"?":
-            path_and_query = b"/" + path_and_query
+        host, path_and_query = _absolute_form(head, target)
+        cut = path_and_query.find(b"?")
+        if cut == -1:
+            path = path_and_query
+            query = b""
+        else:
+            path = path_and_query[:cut]
+            query = path_and_query[cut + 1 :]
         absolute = True
-    elif target == b"*" and method == b"OPTIONS":
-        path_and_query = target
-    else:
-        # authority-form (CONNECT) and anything else: graylane is not a forward proxy
-        raise BadRequest("invalid request-target")
-    question = path_and_query.find(b"?")
-    if question == -1:
-        path = path_and_query
+    elif sp2 - tstart == 1 and c == _STAR and method == b"OPTIONS":
+        path = target
         query = b""
     else:
-        path = path_and_query[:question]
-        query = path_and_query[question + 1 :]
+        # authority-form (CONNECT) and anything else: graylane is not a forward proxy
+        raise _refuse(head, error, error("invalid request-target"))
 
-    fields = _header_fields(lines, max_headers, BadRequest, HeaderTooLarge)
-
+    # The header lines: a line that is wrong is raised at once; a value whose meaning is
+    # wrong is noted in ``fault`` and raised once every line has passed.
+    fields = []
+    count = 0
+    fault = None
     content_length = -1
+    length_lines = 0
     transfer_encoding = None
-    connection = []
+    connection = 0
+    named = []
     upgrade = None
     expect_continue = False
     xff = None
@@ -254,63 +695,104 @@ def parse_request_head(head: bytes, max_uri: int, max_headers: int) -> RequestHe
     traceparent_seen = False
     host_seen = False
     rebuild = False
-    length_lines = 0
-    for name, value in fields:
-        if name in REQUEST_DROP:
+    pieces = None  # the forward block, as the runs of the head between dropped lines
+    run = eol + 2
+    stop = n - 2
+    i = run
+    while i < stop:
+        count += 1
+        start = i
+        i = _name_end(data, i)
+        if data[i] != _COLON or i == start:
+            raise _refuse_field(head, error, HeaderTooLarge, max_headers, _field_fault(data, start, error))
+        k = _known_name(data, start, i)
+        if k >= 0:
+            name = _KNOWN_NAMES[k]
+            code = _KNOWN_CODES[k]
+        else:
+            name = data[start:i]
+            if _has_upper(data, start, i):
+                name = name.lower()
+            code = 0
+        vstart = _skip_blanks(data, i + 1, stop)
+        i = _value_end(data, vstart)
+        if data[i] != _CR or data[i + 1] != _LF:
+            fault_here = error("invalid character in header value")
+            raise _refuse_field(head, error, HeaderTooLarge, max_headers, fault_here)
+        vend = _trim_end(data, vstart, i)
+        value = data[vstart:vend]
+        fields.append((name, value))
+        i += 2
+        if code == 0 or fault is not None:
+            continue
+        if (_REQUEST_DROP_MASK >> code) & 1:
             rebuild = True
-            if name == b"transfer-encoding":
+            if pieces is None:
+                pieces = []
+            if run < start:
+                pieces.append(data[run:start])
+            run = i
+            if code == _F_TRANSFER_ENCODING:
                 transfer_encoding = value if transfer_encoding is None else transfer_encoding + b"," + value
-            elif name == b"connection":
-                _connection_tokens(value, connection)
-            elif name == b"upgrade":
+            elif code == _F_CONNECTION:
+                connection |= _connection_tokens(data, vstart, vend, named)
+            elif code == _F_UPGRADE:
                 upgrade = value
-            elif name == b"expect":
-                if value.lower() == b"100-continue":
+            elif code == _F_EXPECT:
+                if _equals_lower(data, vstart, vend, b"100-continue"):
                     expect_continue = True
-            elif name == b"x-forwarded-for":
+            elif code == _F_X_FORWARDED_FOR:
                 xff = value if xff is None else xff + b", " + value
-            elif name == b"traceparent":
+            elif code == _F_TRACEPARENT:
                 # W3C: more than one traceparent is invalid; a new trace starts.
                 traceparent = None if traceparent_seen else value
                 traceparent_seen = True
-        elif name == b"content-length":
-            content_length = _parse_content_length(value, content_length, BadRequest)
+        elif code == _F_CONTENT_LENGTH:
+            content_length = _content_length(data, vstart, vend, content_length)
+            if content_length == -2:
+                fault = "malformed Content-Length"
+            elif content_length == -3:
+                fault = "differing Content-Length values"
             length_lines += 2 if b"," in value else 1
-        elif name == b"host":
+        elif code == _F_HOST:
             if host_seen:
-                raise BadRequest("more than one Host header")
-            host_seen = True
-            if value.translate(None, HOST_CHARS):
-                raise BadRequest("invalid Host header")
-            if host is None:
-                host = value
-        elif name == b"x-request-id" and request_id is None:
+                fault = "more than one Host header"
+            else:
+                host_seen = True
+                if not _all_in(data, vstart, vend, _HOST_TABLE):
+                    fault = "invalid Host header"
+                elif host is None:
+                    host = value
+        elif code == _F_X_REQUEST_ID and request_id is None:
             request_id = value
+    # Every byte has been looked at: the framing is right.
+    if count > max_headers:
+        raise HeaderTooLarge("too many header fields")
+    if fault is not None:
+        raise error(fault)
     if minor == 1 and not host_seen:
-        raise BadRequest("missing Host header")
+        raise error("missing Host header")
 
     chunked = False
     if transfer_encoding is not None:
         if content_length != -1:
-            raise BadRequest("both Transfer-Encoding and Content-Length")
+            raise error("both Transfer-Encoding and Content-Length")
         if minor == 0:
-            raise BadRequest("Transfer-Encoding in an HTTP/1.0 request")
+            raise error("Transfer-Encoding in an HTTP/1.0 request")
         if transfer_encoding.strip(b" \t").lower() != b"chunked":
-            raise BadRequest("unsupported Transfer-Encoding (only a single chunked is accepted)")
+            raise error("unsupported Transfer-Encoding (only a single chunked is accepted)")
         chunked = True
 
     if minor == 1:
-        keep_alive = b"close" not in connection
+        keep_alive = not (connection & _CLOSE)
     else:
-        keep_alive = b"keep-alive" in connection and b"close" not in connection
-    if upgrade is not None and (minor == 0 or b"upgrade" not in connection):
+        keep_alive = (connection & (_CLOSE | _KEEP_ALIVE)) == _KEEP_ALIVE
+    if upgrade is not None and (minor == 0 or not (connection & _UPGRADE)):
         # RFC 9110 7.8: Upgrade counts only when Connection names it, and never in HTTP/1.0.
         upgrade = None
-
-    named = [token for token in connection if token not in (b"close", b"keep-alive", b"upgrade")]
     if named:
         if b"host" in named or b"content-length" in named:
-            raise BadRequest("Connection names an end-to-end header")
+            raise error("Connection names an end-to-end header")
         rebuild = True
     merged_length = -1
     if length_lines > 1:
@@ -321,7 +803,7 @@ def parse_request_head(head: bytes, max_uri: int, max_headers: int) -> RequestHe
         # upstream must get it too, not a Host line that says something else.
         rebuild = True
 
-    req = RequestHead()
+    req = RequestHead.__new__(RequestHead)
     req.method = method
     req.target = target
     req.path = path
@@ -337,62 +819,135 @@ def parse_request_head(head: bytes, max_uri: int, max_headers: int) -> RequestHe
     req.xff = xff
     req.request_id = request_id
     req.traceparent = traceparent
-    if rebuild:
+    if not rebuild:
+        # Nothing to drop: forward the block as the client sent it, in one slice.
+        req.forward_headers = data[eol + 2 : stop]
+    elif named or merged_length >= 0 or absolute:
         req.forward_headers = _forward_block(
-            lines, fields, REQUEST_DROP, named, merged_length, host if absolute else None
+            _split_lines(head), fields, REQUEST_DROP, named, merged_length, host if absolute else None
         )
     else:
-        # Nothing to drop: forward the block as the client sent it, in one slice.
-        start = len(request_line) + 2
-        req.forward_headers = head[start : len(head) - 2]
+        if run < stop:
+            pieces.append(data[run:stop])
+        req.forward_headers = b"".join(pieces)
     return req
+
+
+# --- responses ---------------------------------------------------------------------------------
 
 
 def parse_response_head(head: bytes, max_headers: int) -> ResponseHead:
     """Parse a complete response head; any doubt is an UpstreamProtocolError (502)."""
     error = UpstreamProtocolError
-    lines = _split_lines(head, error)
-    status_line = lines[0]
-    if len(status_line) < 12 or status_line[8:9] != b" ":
-        raise error("malformed status line")
-    version = status_line[:8]
-    if version == HTTP11:
+    data = head  # compiled: a pointer to the bytes of head (see "scanning helpers")
+    n = len(head)
+    if not _is_complete(data, n):
+        raise error("incomplete message head")
+
+    # The status line: HTTP-version SP 3DIGIT [SP reason-phrase].
+    i = 0
+    c = data[0]
+    while c != _CR:
+        if c == _LF or c == 0:
+            raise _framing_fault(head, error)
+        i += 1
+        c = data[i]
+    eol = i
+    if data[eol + 1] != _LF:
+        raise _framing_fault(head, error)
+    if eol < 12 or data[8] != _SP:
+        raise _refuse(head, error, error("malformed status line"))
+    if _equals(data, 0, 8, HTTP11):
         minor = 1
-    elif version == HTTP10:
+    elif _equals(data, 0, 8, HTTP10):
         minor = 0
     else:
-        raise error("unsupported HTTP version from upstream")
-    code = status_line[9:12]
-    if code.translate(None, DIGITS) or (len(status_line) > 12 and status_line[12:13] != b" "):
-        raise error("malformed status code")
-    status = int(code)
+        raise _refuse(head, error, error("unsupported HTTP version from upstream"))
+    d1 = data[9]
+    d2 = data[10]
+    d3 = data[11]
+    if not (_is_digit(d1) and _is_digit(d2) and _is_digit(d3)) or (eol > 12 and data[12] != _SP):
+        raise _refuse(head, error, error("malformed status code"))
+    status = (d1 - 0x30) * 100 + (d2 - 0x30) * 10 + (d3 - 0x30)
     if status < 100 or status > 599:
         # RFC 9110 15: 100..599; a code outside has no class to act on.
-        raise error("malformed status code")
-    reason = status_line[13:]
-    if reason.translate(None, VALUE_BAD) != reason:
+        raise _refuse(head, error, error("malformed status code"))
+    if not _all_in(data, 13, eol, _VALUE_TABLE):
         # The status line is relayed as received: no control bytes may pass through.
-        raise error("invalid character in reason phrase")
+        raise _refuse(head, error, error("invalid character in reason phrase"))
+    if eol <= 13:
+        reason = b""
+    elif eol == 15 and data[13] == 0x4F and data[14] == 0x4B:
+        reason = b"OK"
+    else:
+        reason = data[13:eol]
 
-    fields = _header_fields(lines, max_headers, error, error)
+    # The header lines, as in parse_request_head.
+    fields = []
+    count = 0
+    fault = None
     content_length = -1
+    length_lines = 0
     transfer_encoding = None
-    connection = []
+    connection = 0
+    named = []
     upgrade = None
     rebuild = False
-    length_lines = 0
-    for name, value in fields:
-        if name in RESPONSE_DROP:
+    pieces = None
+    run = eol + 2
+    stop = n - 2
+    i = run
+    while i < stop:
+        count += 1
+        start = i
+        i = _name_end(data, i)
+        if data[i] != _COLON or i == start:
+            raise _refuse_field(head, error, error, max_headers, _field_fault(data, start, error))
+        k = _known_name(data, start, i)
+        if k >= 0:
+            name = _KNOWN_NAMES[k]
+            code = _KNOWN_CODES[k]
+        else:
+            name = data[start:i]
+            if _has_upper(data, start, i):
+                name = name.lower()
+            code = 0
+        vstart = _skip_blanks(data, i + 1, stop)
+        i = _value_end(data, vstart)
+        if data[i] != _CR or data[i + 1] != _LF:
+            fault_here = error("invalid character in header value")
+            raise _refuse_field(head, error, error, max_headers, fault_here)
+        vend = _trim_end(data, vstart, i)
+        value = data[vstart:vend]
+        fields.append((name, value))
+        i += 2
+        if code == 0 or fault is not None:
+            continue
+        if (_RESPONSE_DROP_MASK >> code) & 1:
             rebuild = True
-            if name == b"transfer-encoding":
+            if pieces is None:
+                pieces = []
+            if run < start:
+                pieces.append(data[run:start])
+            run = i
+            if code == _F_TRANSFER_ENCODING:
                 transfer_encoding = value if transfer_encoding is None else transfer_encoding + b"," + value
-            elif name == b"connection":
-                _connection_tokens(value, connection)
-            elif name == b"upgrade":
+            elif code == _F_CONNECTION:
+                connection |= _connection_tokens(data, vstart, vend, named)
+            elif code == _F_UPGRADE:
                 upgrade = value
-        elif name == b"content-length":
-            content_length = _parse_content_length(value, content_length, error)
+        elif code == _F_CONTENT_LENGTH:
+            content_length = _content_length(data, vstart, vend, content_length)
+            if content_length == -2:
+                fault = "malformed Content-Length"
+            elif content_length == -3:
+                fault = "differing Content-Length values"
             length_lines += 2 if b"," in value else 1
+    # Every byte has been looked at: the framing is right.
+    if count > max_headers:
+        raise error("too many header fields")
+    if fault is not None:
+        raise error(fault)
 
     chunked = False
     if transfer_encoding is not None:
@@ -403,10 +958,9 @@ def parse_response_head(head: bytes, max_headers: int) -> ResponseHead:
         chunked = True
 
     if minor == 1:
-        keep_alive = b"close" not in connection
+        keep_alive = not (connection & _CLOSE)
     else:
-        keep_alive = b"keep-alive" in connection and b"close" not in connection
-    named = [token for token in connection if token not in (b"close", b"keep-alive", b"upgrade")]
+        keep_alive = (connection & (_CLOSE | _KEEP_ALIVE)) == _KEEP_ALIVE
     if b"content-length" in named:
         # Dropping it would leave the client a body without framing.
         raise error("Connection names Content-Length")
@@ -415,7 +969,7 @@ def parse_response_head(head: bytes, max_headers: int) -> ResponseHead:
         merged_length = content_length
         rebuild = True
 
-    resp = ResponseHead()
+    resp = ResponseHead.__new__(ResponseHead)
     resp.status = status
     resp.http_minor = minor
     resp.reason = reason
@@ -424,14 +978,22 @@ def parse_response_head(head: bytes, max_headers: int) -> ResponseHead:
     resp.chunked = chunked
     resp.keep_alive = keep_alive
     resp.upgrade = upgrade
-    if rebuild or named:
+    if not rebuild and not named:
+        resp.forward_headers = data[eol + 2 : stop]
+        resp.verbatim = True
+    elif named or merged_length >= 0:
+        lines = _split_lines(head)
         resp.forward_headers = _forward_block(lines, fields, RESPONSE_DROP, named, merged_length, None)
         resp.verbatim = False
     else:
-        resp.forward_headers = head[len(status_line) + 2 : len(head) - 2]
-        resp.verbatim = True
+        if run < stop:
+            pieces.append(data[run:stop])
+        resp.forward_headers = b"".join(pieces)
+        resp.verbatim = False
     return resp
 
+
+# --- chunked bodies ----------------------------------------------------------------------------
 
 # Chunked decoder states
 _SIZE = 0  # reading a chunk-size line
@@ -442,6 +1004,19 @@ _DONE = 4
 
 MAX_CHUNK_LINE = 4096
 MAX_TRAILER = 16384
+_MAX_CHUNK_LINE = MAX_CHUNK_LINE
+_MAX_TRAILER = MAX_TRAILER
+
+
+def _find_lf(data: bytes, start: int, end: int) -> int:
+    """data.find(b"\\n", start); a chunk-size line is short, so its first bytes are looked at one by one."""
+    stop = start + 18 if end - start > 18 else end
+    i = start
+    while i < stop:
+        if data[i] == _LF:
+            return i
+        i += 1
+    return -1 if stop == end else data.find(b"\n", stop)
 
 
 class ChunkedDecoder:
@@ -478,7 +1053,10 @@ class ChunkedDecoder:
         while pos < end:
             state = self.state
             if state == _DATA:
-                take = min(self.remaining, end - pos)
+                take = end - pos
+                if self.remaining < take:
+                    take = self.remaining
+                # Sliced as bytes: a feed that is all data goes on as the same object, uncopied.
                 pieces.append(data[pos : pos + take])
                 pos += take
                 self.remaining -= take
@@ -487,60 +1065,82 @@ class ChunkedDecoder:
                 continue
             if state == _DATA_END:
                 # Exactly CRLF follows chunk data; self.line holds the CR when it came alone.
-                expected = CRLF[len(self.line) :]
-                take = min(len(expected), end - pos)
-                if data[pos : pos + take] != expected[:take]:
-                    raise self.error("missing CRLF after chunk data")
-                pos += take
-                if take == len(expected):
-                    self.line = b""
-                    self.state = _SIZE
+                if not self.line:
+                    if data[pos] != _CR or (pos + 1 < end and data[pos + 1] != _LF):
+                        raise self.error("missing CRLF after chunk data")
+                    if pos + 1 == end:
+                        self.line = b"\r"
+                        pos = end
+                        continue
+                    pos += 2
                 else:
-                    self.line = b"\r"
+                    if data[pos] != _LF:
+                        raise self.error("missing CRLF after chunk data")
+                    pos += 1
+                self.line = b""
+                self.state = _SIZE
                 continue
-            # The other states read lines; a line may arrive in several pieces.
-            newline = data.find(b"\n", pos)
+            # The other states read lines; a line may arrive in several pieces. Lines can be
+            # long (trailers): what may run over a whole line uses bytes methods, fast in both forms.
+            newline = _find_lf(data, pos, end)
             if newline == -1:
                 self.line += data[pos:]
                 pos = end
                 # MAX_CHUNK_LINE bytes and the CR still fit; one more never will.
-                if len(self.line) > MAX_CHUNK_LINE + 1:
+                if len(self.line) > _MAX_CHUNK_LINE + 1:
                     raise self.error("chunk line too long")
                 break
-            line = self.line + data[pos : newline + 1]
-            self.line = b""
+            # The line is line[start:last], then (when it is right) CR LF.
+            if self.line:
+                line = self.line + data[pos : newline + 1]
+                self.line = b""
+                start = 0
+                last = len(line) - 2
+            else:
+                line = data
+                start = pos
+                last = newline - 1
             pos = newline + 1
-            if len(line) > MAX_CHUNK_LINE + 2:
+            if last - start > _MAX_CHUNK_LINE:
                 raise self.error("chunk line too long")
-            if len(line) < 2 or line[-2:-1] != b"\r":
+            if last < start or line[last] != _CR:
                 raise self.error("bare LF in chunked body")
-            line = line[:-2]
             if state == _SIZE:
-                self._size_line(line)
+                self._size_line(line, start, last)
             else:  # _TRAILER
-                if not line:
+                if last == start:
                     self.state = _DONE
                     self.done = True
                     break
-                self.trailer_bytes += len(line)
-                if self.trailer_bytes > MAX_TRAILER:
+                self.trailer_bytes += last - start
+                if self.trailer_bytes > _MAX_TRAILER:
                     raise self.error("chunked trailer too large")
-                self._trailer_line(line)
+                self._trailer_line(line[start:last])
         return pieces, pos
 
-    def _size_line(self, line: bytes) -> None:
-        semicolon = line.find(b";")
-        size = line if semicolon == -1 else line[:semicolon]
+    def _size_line(self, line: bytes, start: int, end: int) -> None:
+        """chunk-size [chunk-ext], in line[start:end]."""
+        # A size has at most 16 digits: past 17 bytes without a ";" it is wrong wherever the ";" is.
+        limit = end if end - start <= 17 else start + 17
+        semicolon = start
+        while semicolon < limit and line[semicolon] != _SEMICOLON:
+            semicolon += 1
         # No whitespace allowed around the size (a classic smuggling vector).
-        if not size or len(size) > 16 or size.translate(None, HEX):
+        if semicolon == start or semicolon - start > 16 or not _all_in(line, start, semicolon, _HEX_TABLE):
             raise self.error("invalid chunk size")
-        if semicolon != -1:
-            extension = line[semicolon:]
+        if semicolon < end:
+            extension = line[semicolon:end]
             # Extensions are relayed as received: no control bytes may pass through.
             if extension.translate(None, VALUE_BAD) != extension:
                 raise self.error("invalid chunk extension")
-        self.remaining = int(size, 16)
-        if self.remaining == 0:
+        size = 0
+        while start < semicolon:
+            c = line[start]
+            # 0-9, then a-f and A-F (0x20 makes a letter lower-case)
+            size = size * 16 + (c - 0x30 if c <= 0x39 else (c | 0x20) - 0x57)
+            start += 1
+        self.remaining = size
+        if size == 0:
             self.state = _TRAILER
         else:
             self.state = _DATA

@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import unquote
 
 from proxy._fast import http1
 from proxy.admin.status import redacted_config
@@ -27,6 +28,7 @@ log = logging.getLogger("graylane")
 Handler = Callable[[], Awaitable[tuple[int, Any]]]
 OPEN_PATHS = frozenset([b"/live", b"/ready"])
 MAX_HEAD = 16 * 1024
+ROLLOUT_PREFIX = b"/rollouts/"
 WINDOW_SECONDS = 60.0
 
 
@@ -56,6 +58,7 @@ class AdminServer:
             (b"GET", b"/status"): self.status,
             (b"GET", b"/config"): self.config_document,
             (b"POST", b"/reload"): self.reload,
+            (b"GET", b"/rollouts"): self.rollouts,
         }
         self._server: asyncio.AbstractServer | None = None
         self.bound = config.address
@@ -97,16 +100,25 @@ class AdminServer:
 
     async def _dispatch(self, req: Any) -> tuple[int, Any]:
         handler = self.routes.get((req.method, req.path))
+        if handler is None and req.path.startswith(ROLLOUT_PREFIX):
+            if self.token is not None and not self._authorized(req):
+                return 401, {"error": "a valid bearer token is required"}
+            if req.method != b"POST":
+                return 405, {"error": "method not allowed"}
+            return self.rollout_action(req.path[len(ROLLOUT_PREFIX) :])
         if handler is None:
             known = [path for _, path in self.routes]
             if req.path in known:
                 return 405, {"error": "method not allowed"}
             return 404, {"error": "not found"}
-        if self.token is not None and req.path not in OPEN_PATHS:
-            given = req.header(b"authorization") or b""
-            if not hmac.compare_digest(given, b"Bearer " + self.token):
-                return 401, {"error": "a valid bearer token is required"}
+        if self.token is not None and req.path not in OPEN_PATHS and not self._authorized(req):
+            return 401, {"error": "a valid bearer token is required"}
         return await handler()
+
+    def _authorized(self, req: Any) -> bool:
+        # RFC 9110 11.1: the scheme name is case-insensitive ("bearer" is as good as "Bearer").
+        scheme, _, credentials = (req.header(b"authorization") or b"").partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(b" "), self.token)
 
     async def live(self) -> tuple[int, Any]:
         return 200, {"status": "live"}
@@ -126,6 +138,16 @@ class AdminServer:
 
     async def config_document(self) -> tuple[int, Any]:
         return 200, redacted_config(self.source.config)
+
+    async def rollouts(self) -> tuple[int, Any]:
+        return 200, self.source.rollouts_document()
+
+    def rollout_action(self, rest: bytes) -> tuple[int, Any]:
+        """POST /rollouts/ROUTE/ACTION: status, promote, promote_full, pause, resume, abort, retry."""
+        route, _, action = rest.decode("latin-1").rpartition("/")
+        if not route or not action:
+            return 404, {"error": "use POST /rollouts/ROUTE/ACTION"}
+        return 200, self.source.rollout_command(unquote(route), action)
 
     async def reload(self) -> tuple[int, Any]:
         problems = self.source.reload()

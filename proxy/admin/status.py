@@ -48,8 +48,13 @@ def status_document(
     per_version: dict[tuple[str, str], WindowStats],
     pools: Any,
     window_seconds: float,
+    health: Any = None,
 ) -> dict[str, Any]:
-    """Routes, versions, weights, endpoints and the last window's figures per version."""
+    """Routes, versions, weights, endpoints and the last window's figures per version.
+
+    ``health`` (a HealthMonitor) marks endpoints unhealthy or ejected and says where a
+    version with none left sends its share; without it every endpoint counts as healthy.
+    """
     services: dict[str, Any] = {}
     for name, service in config.services.items():
         stable = service.stable or next(iter(service.versions))
@@ -57,22 +62,31 @@ def status_document(
         for version_name, version in service.versions.items():
             group = table.group(name, version_name)
             live = per_version.get((name, version_name))
-            endpoints = []
-            for endpoint in group.endpoints:
-                pool = pools.pools.get(endpoint.key) if pools is not None else None
-                endpoints.append(
-                    {
-                        "address": endpoint.address,
-                        "healthy": True,
-                        "active": pool.active if pool else 0,
-                        "idle": len(pool.idle) if pool else 0,
-                    }
-                )
+            if health is not None:
+                marks = health.health.describe(name, version_name)
+            else:
+                marks = {
+                    "serving": bool(group.endpoints),
+                    "falls_back_to": None,
+                    "endpoints": [
+                        {"address": e.address, "healthy": True, "ejected": False, "detail": None}
+                        for e in group.endpoints
+                    ],
+                }
+            by_address = {
+                e.address: e for e in table.endpoints if (e.service, e.version) == (name, version_name)
+            }
+            for entry in marks["endpoints"]:
+                endpoint = by_address.get(entry["address"])
+                pool = pools.pools.get(endpoint.key) if pools is not None and endpoint is not None else None
+                entry["active"] = pool.active if pool else 0
+                entry["idle"] = len(pool.idle) if pool else 0
             versions[version_name] = {
                 "stable": version_name == stable,
                 "labels": dict(version.labels),
-                "endpoints": endpoints,
-                "serving": bool(group.endpoints),
+                "endpoints": marks["endpoints"],
+                "serving": marks["serving"],
+                "falls_back_to": marks["falls_back_to"],
                 "last_window": live.summary() if live is not None else None,
             }
         services[name] = {"stable": stable, "versions": versions}

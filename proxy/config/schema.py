@@ -85,6 +85,8 @@ class Service(_Base):
     pool: Pool | None = None  # default: the top-level ``upstream``
     # What happens to the share of a version that has no endpoints.
     on_empty_version: Literal["stable", "503"] = "stable"
+    health: HealthCheck | None = None  # active HTTP checks of every endpoint of every version
+    outlier: Outlier | None = None  # passive ejection of endpoints that keep failing
 
 
 # --- matching -----------------------------------------------------------------
@@ -115,6 +117,7 @@ class Match(_Base):
     query: dict[str, StringMatch] = {}
     cookies: dict[str, StringMatch] = {}
     labels: dict[str, StringMatch] = {}  # request-metadata labels
+    claims: dict[str, StringMatch] = {}  # claims of the route's verified JWT (``auth``); "a.b" = nested
 
 
 class ContentRule(_Base):
@@ -135,6 +138,7 @@ class Sticky(_Base):
     header: str | None = None
     cookie: str | None = None
     client_ip: bool = False
+    claim: str | None = None  # a claim of the route's verified JWT, e.g. "sub"
     salt: str | None = None  # default: the route's name
 
 
@@ -154,6 +158,9 @@ class Route(_Base):
     mirror: Mirror | None = None
     request_headers: HeaderOps = HeaderOps()
     response_headers: HeaderOps = HeaderOps()
+    rollout: Rollout | None = None  # progressive delivery of a canary version (overrides its weight)
+    auth: Auth | None = None  # checked before the version is chosen (proxy.policy)
+    rate_limits: list[RateLimit] = []  # every one must admit the request (checked after auth)
 
 
 class Metadata(_Base):
@@ -166,7 +173,6 @@ class Metadata(_Base):
 
 class Observability(_Base):
     version_header: str | None = None  # e.g. "X-Graylane-Version"; off by default
-    request_id_header: str = "X-Request-ID"
 
 
 class Admin(_Base):
@@ -211,3 +217,155 @@ class Config(_Base):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: AccessLog = AccessLog()
     tracing: Tracing = Tracing()
+    redis: RedisSettings | None = None  # needed by rate limits with ``backend: redis``
+    # A factory: RolloutSettings is defined further down, with the rest of proxy.rollout's schema.
+    rollouts: RolloutSettings = msgspec.field(default_factory=lambda: RolloutSettings())
+
+
+# --- progressive delivery (proxy.rollout) -------------------------------------
+
+
+class PauseUntil(_Base):
+    """``pause: {}`` waits for ``graylane rollout promote``; ``pause: {duration: 10m}`` = ``pause: 10m``."""
+
+    duration: Duration | None = None
+
+
+class RolloutStep(_Base):
+    """Exactly one of the fields is set."""
+
+    set_weight: int | None = None  # the canary's share of the split, in percent (0..100)
+    # "10m" or 600 (seconds): a timed pause; {} : until promoted. (A union with Duration is not
+    # possible in msgspec, so timed pauses are parsed by proxy.rollout.spec and checked by validate.)
+    pause: PauseUntil | str | float | None = None
+
+
+class Analysis(_Base):
+    """Checks of the canary's own counters, every ``interval``, over that interval.
+
+    A check fails when the canary's error ratio (5xx, which includes graylane's 502/504 for
+    connect failures and timeouts) reaches ``max_error_rate``, its p99 latency reaches
+    ``max_p99``, or it is worse than the stable version's by more than the allowed increase.
+    With fewer than ``min_requests`` requests a check is inconclusive.
+    """
+
+    interval: Duration = Duration(30.0)
+    min_requests: int = 20
+    max_error_rate: float | None = 0.05  # a ratio: 0.05 = 5%
+    max_p99: Duration | None = None
+    max_error_rate_increase: float | None = None  # canary ratio <= stable ratio + this
+    max_p99_increase: Duration | None = None  # canary p99 <= stable p99 + this
+    failure_limit: int = 3  # failed checks (in all, not in a row) that abort the rollout
+    max_inconclusive: int | None = None  # inconclusive checks in a row that pause it (None: never)
+
+
+WebhookEvent = Literal["step", "promoted", "aborted"]
+
+
+class Webhook(_Base):
+    """An HTTP POST with a JSON body describing the rollout.
+
+    ``step`` is called before each step begins and a non-2xx answer holds the step;
+    ``promoted`` and ``aborted`` only inform. Failed calls are retried with back-off
+    (``backoff``, doubling, at most ``retries`` more times); no call ever delays traffic.
+    """
+
+    name: str
+    url: str  # http://host:port/path or https://...
+    events: list[WebhookEvent] = msgspec.field(default_factory=lambda: ["step", "promoted", "aborted"])
+    timeout: Duration = Duration(5.0)
+    retries: int = 3
+    backoff: Duration = Duration(1.0)
+    headers: dict[str, str] = {}
+
+
+class Rollout(_Base):
+    canary: str  # the version being rolled out; the route's other versions keep their ratios
+    steps: list[RolloutStep]
+    analysis: Analysis | None = None
+    webhooks: list[Webhook] = []  # in addition to rollouts.webhooks
+
+
+class RolloutSettings(_Base):
+    state_dir: str = "/var/lib/graylane"  # rollouts.json is kept here (atomic write + fsync)
+    webhooks: list[Webhook] = []  # called for every rollout
+
+
+# --- endpoint health (proxy.health) -------------------------------------------
+
+
+class HealthCheck(_Base):
+    """Active checks: ``GET path`` to every endpoint every ``interval``."""
+
+    path: str = "/healthz"
+    interval: Duration = Duration(5.0)
+    timeout: Duration = Duration(2.0)
+    expected_statuses: list[int] = msgspec.field(default_factory=lambda: [200])
+    healthy_threshold: int = 2  # passes in a row that make an unhealthy endpoint healthy again
+    unhealthy_threshold: int = 3  # failures in a row that take an endpoint out
+    host: str | None = None  # the Host header; default the endpoint's address
+
+
+class Outlier(_Base):
+    """Passive ejection: an endpoint answering 5xx (or refusing connections) too often rests."""
+
+    consecutive_errors: int = 5
+    base_ejection_time: Duration = Duration(30.0)  # times the number of ejections so far
+    max_ejection_time: Duration = Duration(300.0)
+    max_ejection_percent: float = 50.0  # of a version's endpoints (at least one may go when > 0)
+
+
+# --- policies: JWT authentication and rate limits (``proxy.policy``) ------------------
+
+
+class Jwt(_Base):
+    """Verify a JWT on each request of a route. At least one key source is set."""
+
+    algorithms: list[str]  # e.g. ["RS256"]; "none" is never accepted
+    issuers: list[str] = []  # the token's iss must be one of them; empty = not checked
+    audiences: list[str] = []  # the token's aud must name one of them; empty = not checked
+    leeway: Duration = Duration(30.0)  # clock skew allowed when checking exp, nbf and iat
+    required_claims: list[str] = []  # claims that must be present, e.g. ["exp", "sub"]
+    # Keys. A secret verifies HS* only; PEM and JWKS keys verify RS*/PS*/ES*/EdDSA only.
+    secret: str | None = None  # the HS* shared secret; write "${JWT_SECRET}", not the secret itself
+    public_keys: list[str] = []  # PEM files (public keys or certificates)
+    jwks_file: str | None = None
+    jwks_url: str | None = None  # fetched in the background, looked up by kid
+    jwks_refresh: Duration = Duration(300.0)  # how often the JWKS URL is fetched again
+    jwks_cooldown: Duration = Duration(30.0)  # least time between fetches caused by unknown kids
+    jwks_timeout: Duration = Duration(5.0)
+    # Where the token is: "Authorization: Bearer" unless a header or a cookie is named.
+    header: str | None = None
+    cookie: str | None = None
+    allow_missing: bool = False  # a request without a token passes (without claims); a bad token never
+    forward_token: bool = True  # False: the token's header is not sent upstream
+    forward_claims: dict[str, str] = {}  # claim -> request header, e.g. {sub: X-User-ID}
+    cache_size: int = 10_000  # verified tokens kept until they expire
+    realm: str = "graylane"  # in WWW-Authenticate
+
+
+class Auth(_Base):
+    jwt: Jwt
+
+
+class RateLimit(_Base):
+    """A token bucket per key: ``rate`` requests per ``per`` on average, ``burst`` at once."""
+
+    rate: float
+    per: Duration = Duration(1.0)
+    burst: int | None = None  # bucket size; default: rate (one period's worth), at least 1
+    # Whose bucket: "client_ip", "route" (one bucket for the route), "header:NAME" or "claim:NAME".
+    key: str = "client_ip"
+    name: str | None = None  # in the RateLimit headers, logs and counters; default "<route>/<index>"
+    backend: Literal["local", "redis"] = "local"  # local: per process; redis: shared by every process
+    shadow: bool = False  # count what would be limited, limit nothing
+    on_redis_error: Literal["fail_open", "fail_closed"] = "fail_open"
+
+
+class RedisSettings(_Base):
+    url: str = "redis://127.0.0.1:6379/0"  # redis://[user:password@]host:port/db, rediss:// or unix://
+    key_prefix: str = "graylane:rl:"
+    timeout: Duration = Duration(0.25)  # per round trip; a slower answer counts as Redis being down
+    connect_timeout: Duration = Duration(1.0)
+    retry_interval: Duration = Duration(1.0)  # while Redis is down, how often it is tried again
+    max_connections: int = 8  # round trips in flight at once (one pipeline each)

@@ -31,6 +31,7 @@ class ServerContext:
         self.access_log: Any = None  # proxy.observe.accesslog.AccessLog when enabled
         self.exporter: Any = None  # proxy.observe.tracing.SpanExporter when OTLP export is set up
         self.tracing = True  # continue or start a W3C trace on every request
+        self.health: Any = None  # proxy.health.monitor.HealthMonitor: passive outlier detection
         self.connections: set[Any] = set()  # every open Downstream
         self.accepting = 0  # accepted sockets whose protocol is not set up yet
         self.draining = False

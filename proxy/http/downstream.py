@@ -35,6 +35,7 @@ import asyncio
 import logging
 import math
 import time
+from time import perf_counter
 from typing import Any
 
 from proxy._fast import http1
@@ -75,6 +76,7 @@ P_CONNECTING = 4  # body bytes are waiting for the upstream connection
 IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"])
 MAX_RESPONSE_HEAD = 64 * 1024
 MAX_PENDING = 256 * 1024
+MAX_CONNECT_RETRIES = 2  # other endpoints tried when a connect fails (nothing was sent yet)
 RESPONSE_MAX_HEADERS = 256
 
 parse_request_head = http1.parse_request_head
@@ -128,6 +130,7 @@ class Downstream(asyncio.Protocol):
         "bytes_out",  # response bytes written (head and body)
         "t_sent",  # when the request went to the upstream
         "trace_out",  # the traceparent sent upstream, or None
+        "upstream_attached",  # the request reached an upstream connection
     )
 
     def __init__(self, ctx: ServerContext, scheme: bytes) -> None:
@@ -179,6 +182,7 @@ class Downstream(asyncio.Protocol):
         self.bytes_out = 0
         self.t_sent = 0.0
         self.trace_out = None
+        self.upstream_attached = False
 
     # --- asyncio.Protocol: the client side -----------------------------------
 
@@ -276,8 +280,8 @@ class Downstream(asyncio.Protocol):
         ctx = self.ctx
         self.state = ACTIVE
         self.exchange += 1
-        now = self.loop.time()
-        self.t_start = now
+        # perf_counter, not loop.time(): uvloop's clock moves in whole milliseconds.
+        self.t_start = perf_counter()
         self.req = req
         rid = req.request_id or ctx.new_request_id()
         self.request_id = rid
@@ -416,24 +420,56 @@ class Downstream(asyncio.Protocol):
     # --- the upstream connection -----------------------------------------------
 
     async def _connect(self, pool: Any, exchange: int) -> None:
-        try:
-            conn = await pool.connect()
-        except UpstreamError as error:
-            endpoint = self.decision.endpoint if self.decision is not None else None
-            if endpoint is not None and endpoint.key == (pool.host, pool.port):
-                self.ctx.counters.connect_error(endpoint.service, endpoint.version, endpoint.address)
-            if self.exchange == exchange and self.state == ACTIVE:
-                self._fail(error)
-            return
+        ctx = self.ctx
+        attempts = 0
+        while True:
+            try:
+                conn = await pool.connect()
+                break
+            except UpstreamError as error:
+                decision = self.decision
+                endpoint = decision.endpoint if decision is not None else None
+                if endpoint is not None and endpoint.key == (pool.host, pool.port):
+                    ctx.counters.connect_error(endpoint.service, endpoint.version, endpoint.address)
+                    if ctx.health is not None:
+                        ctx.health.record(endpoint, False)
+                if self.exchange != exchange or self.state != ACTIVE:
+                    return
+                # Nothing was sent yet: another endpoint of the same version may take it.
+                other = self._other_endpoint(endpoint, attempts)
+                if other is None:
+                    self._fail(error)
+                    return
+                attempts += 1
+                ctx.stats.retries += 1
+                decision.endpoint = other
+                pool = self.pool = ctx.pools.get(other.host, other.port, other.pool)
+                conn = pool.acquire()
+                if conn is not None:
+                    break
         if self.exchange != exchange or self.state != ACTIVE:
             # The client left meanwhile; the fresh connection is still clean.
             pool.release(conn, self.loop.time())
             return
         self._attach(conn, False)
 
+    def _other_endpoint(self, failed: Any, attempts: int) -> Any:
+        """A different endpoint of the chosen version for a connect retry, or None."""
+        if failed is None or attempts >= MAX_CONNECT_RETRIES:
+            return None
+        group = self.decision.target.group
+        if len(group.endpoints) < 2 or group.next is None:
+            return None
+        for _ in range(len(group.endpoints)):
+            candidate = group.next()
+            if candidate is not failed:
+                return candidate
+        return None
+
     def _attach(self, conn: Upstream, reused: bool) -> None:
         self.upstream = conn
-        self.t_sent = self.loop.time()
+        self.upstream_attached = True
+        self.t_sent = perf_counter()
         self.reused = reused
         conn.owner = self
         if self.writing_paused:
@@ -496,6 +532,9 @@ class Downstream(asyncio.Protocol):
                 self._start_tunnel(buf, resp, rest)
             return
         self.status = status
+        health = self.ctx.health
+        if health is not None:
+            health.record(self.decision.endpoint, status < 500)
         if req.method == b"HEAD" or status == 204 or status == 304:
             mode = R_NONE
         elif resp.chunked:
@@ -509,7 +548,7 @@ class Downstream(asyncio.Protocol):
         self.resp_mode = mode
         self.upstream_reusable = resp.keep_alive and mode != R_CLOSE
         timeout = self.decision.endpoint.pool.request_timeout
-        self._arm(T_RESPONSE, self.t_start + timeout - self.loop.time() if timeout > 0 else math.inf)
+        self._arm(T_RESPONSE, timeout - (perf_counter() - self.t_start) if timeout > 0 else math.inf)
 
         extra = []
         keep = not self.close_after and self.ctx.draining is False
@@ -681,10 +720,19 @@ class Downstream(asyncio.Protocol):
         if self.state != ACTIVE:
             return
         self._drop_upstream()
-        stats = self.ctx.stats
+        ctx = self.ctx
+        stats = ctx.stats
         stats.count_error(error.flag)
         if isinstance(error, UpstreamTimeout):
             stats.upstream_timeouts += 1
+        if (
+            ctx.health is not None
+            and isinstance(error, UpstreamError)
+            and self.decision is not None
+            and self.upstream_attached
+        ):
+            # Connect failures were recorded where they happened.
+            ctx.health.record(self.decision.endpoint, False)
         if self.resp_started:
             log.debug("request %s failed after the response started: %s", self.request_id, error)
             self._account(self.status, error.flag)
@@ -733,7 +781,7 @@ class Downstream(asyncio.Protocol):
         stats.responses_by_class[status // 100] += 1
         decision = self.decision
         slot = decision.target.stats_slot if decision is not None else 0
-        now = self.loop.time()
+        now = perf_counter()
         started = self.t_start
         duration = now - started if started else 0.0
         ctx.counters.record(slot, status, duration, self.bytes_in, self.bytes_out)

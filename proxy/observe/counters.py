@@ -42,7 +42,7 @@ class SlotTotals(msgspec.Struct, frozen=True, array_like=True, gc=False):
     buckets: tuple[int, ...]  # requests per latency bucket (not cumulative); len(BOUNDS) + 1, last is +Inf
     seconds: float  # sum of request durations
     bytes_in: int  # request body bytes received from clients
-    bytes_out: int  # response body bytes sent to clients
+    bytes_out: int  # response bytes sent to clients: head and body, as the access log counts them
 
     @property
     def requests(self) -> int:
@@ -106,7 +106,7 @@ class RequestCounters:
     # --- hot path ------------------------------------------------------------------------
 
     def record(self, slot: int, status: int, seconds: float, bytes_in: int, bytes_out: int) -> None:
-        """Count one finished request: its status, duration and body bytes each way."""
+        """Count one finished request: its status, duration, request body bytes and response bytes."""
         codes = self._codes[slot]
         codes[status] = codes.get(status, 0) + 1
         self._buckets[slot][bisect_left(BOUNDS, seconds)] += 1

@@ -98,7 +98,9 @@ def _requests(registry: Registry, snapshot: Snapshot) -> None:
         "graylane_request_bytes_total", "Request body bytes received from clients.", registry=registry
     )
     bytes_out = Counter(
-        "graylane_response_bytes_total", "Response body bytes sent to clients.", registry=registry
+        "graylane_response_bytes_total",
+        "Response bytes sent to clients (head and body, as written).",
+        registry=registry,
     )
     for (route, service, version), totals in zip(snapshot.keys, snapshot.slots, strict=True):
         labels = {

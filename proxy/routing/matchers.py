@@ -16,6 +16,8 @@ Semantics:
 - headers (name case-insensitive), query parameters, cookies (names as written):
   exact, prefix, regex (full match) or present true/false, on the first value.
 - labels: the same kinds on the request-metadata labels (strings).
+- claims (content rules only): the same kinds on the claims of the route's verified JWT;
+  a list claim (e.g. groups) matches when any of its items does.
 Regexes on bytes use Python ``re`` bytes semantics (``\\d``, ``\\w`` are ASCII).
 """
 
@@ -111,6 +113,8 @@ def compile_match(
     for name, sm in match.labels.items():
         needs.labels = True
         _add(checks, _string_check(RequestView.label, name, sm, _same, where + ("labels", name), problems))
+    for name, sm in match.claims.items():
+        _add(checks, _claim_check(name, sm, where + ("claims", name), problems))
     return tuple(checks), spec
 
 
@@ -246,5 +250,53 @@ def _string_check(
 
         def check(view: RequestView) -> bool:
             return fetch(view, key) is None
+
+    return check
+
+
+def _claim_check(name: str, sm: StringMatch, where: Path, problems: Problems) -> Check | None:
+    """A check on a JWT claim: a string, or a tuple of strings (any item may match)."""
+    kinds = [kind for kind in ("exact", "prefix", "regex", "present") if getattr(sm, kind) is not None]
+    if len(kinds) != 1:
+        problems.add(where, "set exactly one of exact, prefix, regex, present")
+        return None
+    claim = RequestView.claim
+    if sm.exact is not None:
+        want = sm.exact
+
+        def check(view: RequestView) -> bool:
+            value = claim(view, name)
+            return value == want or (type(value) is tuple and want in value)
+
+    elif sm.prefix is not None:
+        start = sm.prefix
+
+        def check(view: RequestView) -> bool:
+            value = claim(view, name)
+            if type(value) is tuple:
+                return any(item.startswith(start) for item in value)
+            return value is not None and value.startswith(start)
+
+    elif sm.regex is not None:
+        pattern = _compile(sm.regex, where + ("regex",), problems)
+        if pattern is None:
+            return None
+        fullmatch = pattern.fullmatch
+
+        def check(view: RequestView) -> bool:
+            value = claim(view, name)
+            if type(value) is tuple:
+                return any(fullmatch(item) is not None for item in value)
+            return value is not None and fullmatch(value) is not None
+
+    elif sm.present:
+
+        def check(view: RequestView) -> bool:
+            return claim(view, name) is not None
+
+    else:
+
+        def check(view: RequestView) -> bool:
+            return claim(view, name) is None
 
     return check

@@ -1,11 +1,12 @@
 """Sticky keys: what identifies a user for the weighted split, and its salted hash.
 
-A route with ``sticky`` hashes one key per request (a header, a cookie or the client
-address) with ``stable_hash(salt, key)``; ``hash % 10000`` is the user's bucket,
-the same in every worker and replica (see ``choice`` for how buckets map to versions).
-The salt defaults to the route's name, so one user lands in independent buckets on
-different routes; routes that must agree on a user can share a salt. An absent or
-empty key gives no bucket: that request is split at random.
+A route with ``sticky`` hashes one key per request (a header, a cookie, the client
+address, or a claim of the route's verified JWT) with ``stable_hash(salt, key)``;
+``hash % 10000`` is the user's bucket, the same in every worker and replica (see
+``choice`` for how buckets map to versions). The salt defaults to the route's name,
+so one user lands in independent buckets on different routes; routes that must agree
+on a user can share a salt. An absent or empty key gives no bucket: that request is
+split at random.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class StickyKey:
     __slots__ = ("source", "fetch", "state", "hash_key")
 
     def __init__(self, source: str, fetch: KeyFetch, salt: bytes) -> None:
-        self.source = source  # "header X-User-ID", "cookie uid" or "client_ip", for humans
+        self.source = source  # "header X-User-ID", "cookie uid", "client_ip" or "claim sub", for humans
         self.fetch = fetch  # view -> key bytes, None (or b"") when the request has none
         self.state = _hashing.salted_state(salt)  # FNV state after salt + b"\0"
         self.hash_key = _hashing.hash_key  # (state, key) -> 64-bit hash
@@ -50,11 +51,12 @@ def compile_sticky(
             ("header", sticky.header is not None),
             ("cookie", sticky.cookie is not None),
             ("client_ip", sticky.client_ip),
+            ("claim", sticky.claim is not None),
         )
         if on
     ]
     if len(sources) != 1:
-        problems.add(where, "set exactly one of header, cookie, client_ip")
+        problems.add(where, "set exactly one of header, cookie, client_ip, claim")
         return None
     salt = (sticky.salt if sticky.salt is not None else route_name).encode("utf-8")
     if sticky.header is not None:
@@ -79,6 +81,17 @@ def compile_sticky(
             return view.cookie(cookie)
 
         return StickyKey(f"cookie {sticky.cookie}", fetch, salt)
+    if sticky.claim is not None:
+        name = sticky.claim
+
+        def fetch(view: RequestView) -> bytes | None:
+            claims = view.claims
+            value = None if claims is None else claims.get(name)
+            if value is None:
+                return None
+            return (",".join(value) if type(value) is tuple else value).encode("utf-8")
+
+        return StickyKey(f"claim {sticky.claim}", fetch, salt)
 
     def fetch(view: RequestView) -> bytes | None:
         return view.client_ip.encode("latin-1")

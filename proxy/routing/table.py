@@ -146,9 +146,17 @@ class RouteTable:
 
     # --- per request -------------------------------------------------------------------
 
-    def decide(self, req: RequestHead, client_ip: str) -> Decision:
+    def decide(self, req: RequestHead, client_ip: str, claims: dict | None = None) -> Decision:
         """Route one request: NoRoute (404) when nothing matches, NoHealthyUpstream (503) when
         neither the chosen version nor its fallback has an endpoint."""
+        route, view = self.match(req, client_ip)
+        return self.choose(route, view, req, client_ip, claims)
+
+    def match(self, req: RequestHead, client_ip: str) -> tuple[CompiledRoute, RequestView | None]:
+        """The first route that matches (NoRoute when none does) and the view built on the way, if any.
+
+        The data plane runs the route's policies (``proxy.policy``) between ``match`` and ``choose``.
+        """
         path = req.path
         candidates = self._exact.get(path)
         if candidates is None:
@@ -167,10 +175,24 @@ class RouteTable:
                 break
         else:
             raise NoRoute("no route matches the request")
+        return route, view
 
+    def choose(
+        self,
+        route: CompiledRoute,
+        view: RequestView | None,
+        req: RequestHead,
+        client_ip: str,
+        claims: dict | None = None,
+    ) -> Decision:
+        """The version and endpoint for a matched route; ``claims`` are the route's verified JWT
+        claims (``Identity.route_claims``) for content rules and a sticky claim."""
         choice = route.choice
-        if view is None and choice.needs_view:
-            view = RequestView(req, client_ip, self._labels)
+        if choice.needs_view:
+            if view is None:
+                view = RequestView(req, client_ip, self._labels, claims)
+            else:
+                view.claims = claims
         target, sticky_hash = choice.choose(view)
         pick = target.group.next
         if pick is None:
@@ -248,6 +270,7 @@ class RouteTable:
             return None
         if not service.stable:
             return None  # the service's own problem is reported already
+        _check_claims(route, at, problems)
         targets = self._targets(i, route, service, problems)
         slot_of = {version: slot for slot, version in enumerate(service.groups)}
 
@@ -286,6 +309,7 @@ class RouteTable:
     def _targets(self, i: int, route: Route, service: _Service, problems: Problems) -> list[Target]:
         at: Path = ("routes", i)
         route_req = compile_ops(route.request_headers, at + ("request_headers",), problems)
+        route_req = _auth_strip_ops(route) + route_req
         route_resp = compile_ops(route.response_headers, at + ("response_headers",), problems)
         targets = []
         for version, group in service.groups.items():
@@ -338,3 +362,29 @@ class RouteTable:
     def _intern(self, plan: HeaderPlan) -> HeaderPlan:
         """Equal plans share one object (most routes have the same few plans)."""
         return self._plans.setdefault(plan, plan)
+
+
+def _check_claims(route: Route, at: Path, problems: Problems) -> None:
+    """Claims exist only after the route's auth has run, which is after the route was matched."""
+    if route.match.claims:
+        reason = "claims can be matched in rules only (auth runs once the route is chosen)"
+        problems.add(at + ("match", "claims"), reason)
+    if route.auth is None:
+        for j, rule in enumerate(route.rules):
+            if rule.match.claims:
+                reason = "matching claims needs auth.jwt on the route"
+                problems.add(at + ("rules", j, "match", "claims"), reason)
+        if route.sticky is not None and route.sticky.claim is not None:
+            problems.add(at + ("sticky", "claim"), "a sticky claim needs auth.jwt on the route")
+
+
+def _auth_strip_ops(route: Route) -> list[Op]:
+    """Request headers the route's auth owns: the claim headers it forwards (a client must not
+    send its own X-User-ID) and, with ``forward_token: false``, the token's header."""
+    if route.auth is None:
+        return []
+    jwt = route.auth.jwt
+    names = [header for header in jwt.forward_claims.values() if is_token(header)]
+    if not jwt.forward_token and jwt.cookie is None:
+        names.append(jwt.header if jwt.header is not None else "Authorization")
+    return [("remove", name.lower().encode("latin-1"), b"") for name in names]

@@ -21,13 +21,20 @@ _UNSET: object = object()
 
 
 class RequestView:
-    __slots__ = ("req", "client_ip", "_parse_labels", "_host", "_cookies", "_query", "_labels")
+    __slots__ = ("req", "client_ip", "claims", "_parse_labels", "_host", "_cookies", "_query", "_labels")
 
     def __init__(
-        self, req: RequestHead, client_ip: str, parse_labels: Callable[[RequestHead], dict | None]
+        self,
+        req: RequestHead,
+        client_ip: str,
+        parse_labels: Callable[[RequestHead], dict | None],
+        claims: dict | None = None,
     ) -> None:
         self.req = req
         self.client_ip = client_ip
+        # The route's verified JWT claims, flattened (proxy.policy.jwt.flatten_claims): str or
+        # tuple-of-str values; None when the route has no auth or the request no token.
+        self.claims = claims
         self._parse_labels = parse_labels
         self._host = None
         self._cookies = None
@@ -73,3 +80,7 @@ class RequestView:
     def label(self, name: str) -> str | None:
         labels = self.labels()
         return None if labels is None else labels.get(name)
+
+    def claim(self, name: str) -> str | tuple[str, ...] | None:
+        claims = self.claims
+        return None if claims is None else claims.get(name)

@@ -18,11 +18,14 @@ import uvloop
 from proxy.admin.status import status_document
 from proxy.config.schema import Config
 from proxy.errors import ConfigError, GraylaneError, StartupError
+from proxy.health.monitor import HealthMonitor
 from proxy.http.context import ServerContext
 from proxy.observe.accesslog import AccessLog
 from proxy.observe.metrics import render_metrics
 from proxy.observe.tracing import make_exporter
 from proxy.observe.window import Window
+from proxy.rollout.controller import RolloutController, UnknownRollout
+from proxy.rollout.overrides import apply_weights, saved_weights
 from proxy.runtime.listener import Acceptor, open_socket
 
 log = logging.getLogger("graylane")
@@ -64,8 +67,34 @@ class Server:
         self.drained = asyncio.Event()
         self.admin: Any = None
         self.window = Window(self.ctx.counters)
-        self._sync_pools(self.ctx.table)
+        self.health = HealthMonitor()
+        self.ctx.health = self.health
+        # Rollouts are decided by one process: this one when alone, the supervisor otherwise
+        # (a worker takes the weights the supervisor saved).
+        self.rollouts: RolloutController | None = None
+        if worker is None:
+            on_weights = self._rollout_weights
+            self.rollouts = RolloutController(config, self.ctx.counters, on_weights, clock=loop.time)
+            weights = self.rollouts.weights()
+        else:
+            weights = saved_weights(config)
+        self._install_table(build_table(apply_weights(config, weights)) if weights else self.ctx.table)
         self._install_observers(*self._open_observers(config))
+
+    def _install_table(self, table: Any) -> None:
+        """Make ``table`` the one new requests use (endpoint health applied first)."""
+        self.health.attach(table)
+        self.ctx.set_table(table)
+        self._sync_pools(table)
+
+    def _rollout_weights(self, weights: dict[str, dict[str, int]]) -> None:
+        """The rollout controller moved a canary: recompile the routes with the new split."""
+        self._install_table(build_table(apply_weights(self.config, weights)))
+        log.info("rollout weights now %s", weights)
+
+    def apply_saved_weights(self) -> None:
+        """SIGUSR2 from the supervisor (a worker): take the rollout weights it saved."""
+        self._install_table(build_table(apply_weights(self.config, saved_weights(self.config))))
 
     # --- access log and tracing ---------------------------------------------
 
@@ -134,9 +163,16 @@ class Server:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             self.loop.add_signal_handler(signum, self.signals.put_nowait, signum)
         self.loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
+        if self.worker is not None:
+            self.loop.add_signal_handler(signal.SIGUSR2, self.apply_saved_weights)
 
     async def serve(self) -> int:
+        # A first snapshot now, so /status counts requests answered before the first tick.
+        self.window.tick(self.loop.time())
         sweeper = self.loop.create_task(self._sweep_forever(sweep_interval(self.config)))
+        self.health.start()
+        if self.rollouts is not None:
+            self.rollouts.start()
         try:
             while True:
                 signum = await self.signals.get()
@@ -151,6 +187,9 @@ class Server:
                     return 0
         finally:
             sweeper.cancel()
+            if self.rollouts is not None:
+                await self.rollouts.stop()
+            self.health.close()
 
     # --- the periodic sweep -------------------------------------------------
 
@@ -198,12 +237,14 @@ class Server:
             return problems
         if config.listeners != self.config.listeners:
             log.warning("listener changes take effect only after a restart")
+        weights = self.rollouts.reload(config) if self.rollouts is not None else saved_weights(config)
+        if weights:
+            table = build_table(apply_weights(config, weights))
         self.config = config
         self.ctx.limits = config.limits
-        self.ctx.set_table(table)
+        self._install_table(table)
         if observers is not None:
             self._install_observers(*observers)
-        self._sync_pools(table)
         stats.reloads_ok += 1
         log.info("configuration reloaded from %s", self.path)
         return []
@@ -236,9 +277,19 @@ class Server:
     def status_document(self, seconds: float) -> dict[str, Any]:
         ctx = self.ctx
         per_version = self.window.per_version(seconds)
-        document = status_document(self.config, ctx.table, per_version, ctx.pools, seconds)
+        document = status_document(ctx.table.config, ctx.table, per_version, ctx.pools, seconds, self.health)
         document["draining"] = ctx.draining
+        if self.rollouts is not None:
+            document["rollouts"] = self.rollouts.status()["rollouts"]
         return document
+
+    def rollout_command(self, route: str, action: str) -> dict[str, Any]:
+        if self.rollouts is None:
+            raise UnknownRollout("rollouts are run by the supervisor")
+        return self.rollouts.command(route, action)
+
+    def rollouts_document(self) -> dict[str, Any]:
+        return self.rollouts.status() if self.rollouts is not None else {"rollouts": {}}
 
     # --- stop --------------------------------------------------------------
 

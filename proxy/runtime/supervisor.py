@@ -34,6 +34,8 @@ from proxy.observe.counters import Snapshot
 from proxy.observe.metrics import render_metrics
 from proxy.observe.stats import Stats
 from proxy.observe.window import Window
+from proxy.rollout.controller import RolloutController
+from proxy.rollout.overrides import apply_weights
 from proxy.runtime.ipc import WorkerReport, add_counts, merge_snapshots, merge_stats, read_report
 from proxy.runtime.listener import open_socket, split_address
 from proxy.runtime.server import build_table
@@ -69,7 +71,6 @@ class Supervisor:
         self.config = config
         self.path = path
         self.loop = loop
-        self.table = build_table(config)  # compiled here too: /status reads it, reload checks it
         self.count = worker_count(config)
         self.workers = [WorkerHandle(i) for i in range(self.count)]
         self.signals: asyncio.Queue[int] = asyncio.Queue()
@@ -85,6 +86,11 @@ class Supervisor:
         self.addresses: list[str] = []
         self.admin: Any = None
         self.startup_failed = asyncio.Event()
+        # The rollouts of every worker are decided here, from the summed counters; workers
+        # read the weights from the state file the controller writes (SIGUSR2 says when).
+        self.rollouts = RolloutController(config, self, self._rollout_weights, clock=loop.time)
+        # Compiled here too: /status reads it, reload checks it.
+        self.table = build_table(apply_weights(config, self.rollouts.weights()))
 
     # --- the counters, summed over workers ------------------------------------
 
@@ -190,6 +196,7 @@ class Supervisor:
 
     async def serve(self) -> int:
         ticker = self.loop.create_task(self._tick_forever())
+        self.rollouts.start()
         try:
             while True:
                 signum = await self.signals.get()
@@ -202,8 +209,20 @@ class Supervisor:
                     return 0
         finally:
             ticker.cancel()
+            await self.rollouts.stop()
+
+    def _rollout_weights(self, weights: dict[str, dict[str, int]]) -> None:
+        self.table = build_table(apply_weights(self.config, weights))
+        log.info("rollout weights now %s", weights)
+        self.loop.create_task(self._tell_workers(signal.SIGUSR2))
+
+    async def _tell_workers(self, signum: int) -> None:
+        """Signal the workers once the rollout state they will read is on disk."""
+        await self.rollouts.flush()
+        self._signal_workers(signum)
 
     async def _tick_forever(self) -> None:
+        self.window.tick(self.loop.time())
         while True:
             await asyncio.sleep(1.0)
             self.window.tick(self.loop.time())
@@ -221,10 +240,11 @@ class Supervisor:
             return problems
         if worker_count(config) != self.count or config.listeners != self.config.listeners:
             log.warning("changes to workers or listeners take effect only after a restart")
+        weights = self.rollouts.reload(config)
         self.config = config
-        self.table = table
+        self.table = build_table(apply_weights(config, weights)) if weights else table
         self.reloads_ok += 1
-        self._signal_workers(signal.SIGHUP)
+        self.loop.create_task(self._tell_workers(signal.SIGHUP))
         log.info("configuration reloaded from %s (%d workers)", self.path, self.count)
         return []
 
@@ -276,13 +296,20 @@ class Supervisor:
 
     def status_document(self, seconds: float) -> dict[str, Any]:
         per_version = self.window.per_version(seconds)
-        document = status_document(self.config, self.table, per_version, None, seconds)
+        document = status_document(self.table.config, self.table, per_version, None, seconds)
         document["draining"] = self.draining
+        document["rollouts"] = self.rollouts.status()["rollouts"]
         document["workers"] = [
             {"index": w.index, "pid": w.process.pid if w.process else None, "ready": w.ready.is_set()}
             for w in self.workers
         ]
         return document
+
+    def rollout_command(self, route: str, action: str) -> dict[str, Any]:
+        return self.rollouts.command(route, action)
+
+    def rollouts_document(self) -> dict[str, Any]:
+        return self.rollouts.status()
 
     def connection_totals(self) -> dict[str, int]:
         reports = self.reports()

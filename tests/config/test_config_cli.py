@@ -101,7 +101,7 @@ def test_dump_config_writes_units_and_filled_placeholders(
 ) -> None:
     text = (
         pathlib.Path(BASIC).read_text() + "limits: {keepalive_timeout: 0.0005}\nobservability:\n"
-        '  request_id_header: X-Id\n  version_header: "${VERSION_HEADER:-X-Version}"\n'
+        '  version_header: "${VERSION_HEADER:-X-Version}"\n'
     )
     source = tmp_path / "in.yaml"
     source.write_text(text)

@@ -1,0 +1,62 @@
+"""Builders for health tests: configs with health/outlier settings, a request head for ``decide``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from proxy.config.convert import convert
+from proxy.config.schema import Config
+from proxy.config.validate import validate
+from proxy.http.request import RequestHead
+
+
+def health_config(
+    versions: dict[str, list[str]],
+    *,
+    health: dict[str, Any] | None = None,
+    outlier: dict[str, Any] | None = None,
+    split: list[dict[str, Any]] | None = None,
+    on_empty_version: str = "stable",
+) -> Config:
+    """Service shop (the first version is stable) and one route ``shop`` over it."""
+    service: dict[str, Any] = {
+        "versions": {name: {"endpoints": endpoints} for name, endpoints in versions.items()},
+        "on_empty_version": on_empty_version,
+    }
+    if health is not None:
+        service["health"] = health
+    if outlier is not None:
+        service["outlier"] = outlier
+    route: dict[str, Any] = {"name": "shop", "service": "shop"}
+    if split is not None:
+        route["split"] = split
+    data = {
+        "version": 1,
+        "listeners": [{"address": "127.0.0.1:0"}],
+        "services": {"shop": service},
+        "routes": [route],
+    }
+    config, problems = convert(data, Config)
+    assert config is not None, problems
+    assert validate(config) == []
+    return config
+
+
+def get(path: bytes = b"/") -> RequestHead:
+    req = RequestHead()
+    req.method = b"GET"
+    req.path = path
+    req.query = b""
+    req.target = path
+    req.host = b"shop.test"
+    req.headers = [(b"host", b"shop.test")]
+    req.http_minor = 1
+    req.content_length = -1
+    req.chunked = False
+    req.keep_alive = True
+    req.upgrade = None
+    req.expect_continue = False
+    req.forward_headers = b"host: shop.test\r\n"
+    req.xff = None
+    req.request_id = None
+    return req
