@@ -118,9 +118,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     targets = tuple(args.targets or TARGETS)
     unknown = sorted(set(targets) - set(TARGETS))
-    if unknown or args.reps < 1:
+    if unknown:
         print(
-            f"loadtest: unknown target(s) {', '.join(unknown)}" if unknown else "loadtest: --reps >= 1",
+            f"loadtest: unknown target(s) {', '.join(unknown)}; known: {', '.join(TARGETS)}", file=sys.stderr
+        )
+        return 2
+    if (
+        args.reps < 1
+        or (args.duration is not None and args.duration < 1)
+        or args.warmup < 0
+        or args.retries < 0
+    ):
+        print(
+            "loadtest: --reps and --duration are at least 1, --warmup and --retries at least 0",
             file=sys.stderr,
         )
         return 2
@@ -128,7 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ensure_bench_extra()
     complete = args.scenarios is None and args.targets is None
     options = Options(
-        duration=args.duration or (QUICK_SECONDS if args.quick else DEFAULT_SECONDS),
+        duration=args.duration
+        if args.duration is not None
+        else (QUICK_SECONDS if args.quick else DEFAULT_SECONDS),
         reps=args.reps,
         warmup=args.warmup,
         scenarios=scenarios,

@@ -1,9 +1,14 @@
-"""Noise: how much of the benchmark's CPUs other work took during a measured run.
+"""Noise: how much CPU other work took from a measured run.
 
 The machine may be shared: tests, builds or other benchmarks take CPU from wrk, the backend
-or the proxy, and a proxy that gets half a CPU serves half the requests. /proc/stat read
-before and after a run says how much each CPU spent running processes; what the processes
-we started did not use (plus the hypervisor's steal) is the noise of that run.
+or the proxy, and a proxy that gets half a CPU serves half the requests. Two measures:
+
+- a proxy alone on its CPU: its run delay (``/proc/PID/schedstat``: time runnable but
+  waiting for the CPU) over the run's wall time. Other work using the CPU while the proxy
+  sleeps costs nothing and is not counted.
+- CPUs our processes keep busy (the direct run: wrk and the backend; a proxy spread over
+  every CPU): from /proc/stat before and after, the time processes other than ours ran
+  there, plus the hypervisor's steal, over all the time of those CPUs.
 """
 
 from __future__ import annotations
@@ -22,6 +27,13 @@ def other_share(core: dict[str, int], known_ticks: int) -> float | None:
     if total <= 0:
         return None
     return (max(0, core.get("tasks", 0) - known_ticks) + core.get("steal", 0)) / total
+
+
+def delay_share(delay_ns: int, seconds: float) -> float | None:
+    """Run delay over wall time (at most 1: several waiting processes are not more than all of it)."""
+    if seconds <= 0:
+        return None
+    return min(1.0, max(0.0, delay_ns / 1e9 / seconds))
 
 
 def noise_share(before: str, after: str, groups: Sequence[tuple[Sequence[int], int]]) -> float | None:
@@ -44,7 +56,6 @@ def noise_notes(runs: Sequence[Run], max_noise: float | None = None) -> list[str
     over = sum(1 for share in shares if max_noise is not None and share > max_noise)
     tail = f"; {over} run(s) stayed above {100 * max_noise:.0f}% after retries" if over and max_noise else ""
     return [
-        f"noise: other processes and steal took a median {100 * statistics.median(shares):.0f}% "
-        f"(max {100 * max(shares):.0f}%) of a CPU group (the load's or the proxy's) during the measured runs"
-        f"{tail}."
+        f"noise: other work took a median {100 * statistics.median(shares):.0f}% "
+        f"(max {100 * max(shares):.0f}%) of the measured runs' CPU time{tail}."
     ]

@@ -74,6 +74,29 @@ def cpu_ticks(pid: int) -> int:
     return total
 
 
+def schedstat_delay_ns(text: str) -> int:
+    """The run delay (ns runnable but waiting for a CPU) of one ``/proc/.../schedstat`` line."""
+    fields = text.split()
+    return int(fields[1]) if len(fields) >= 2 else 0
+
+
+def run_delay_ns(pid: int) -> int:
+    """Run delay so far of every thread of ``pid`` and of its live descendants."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            tasks = os.listdir(f"/proc/{member}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{member}/task/{task}/schedstat") as f:
+                    total += schedstat_delay_ns(f.read())
+            except OSError:
+                continue
+    return total
+
+
 def wait_for_port(port: int, deadline: float, alive: subprocess.Popen[bytes] | None = None) -> bool:
     """Poll until 127.0.0.1:port accepts a connection (True), the process exits or the deadline passes."""
     while time.monotonic() < deadline:
@@ -145,6 +168,9 @@ class Managed:
 
     def cpu_ticks(self) -> int:
         return cpu_ticks(self.pid)
+
+    def run_delay_ns(self) -> int:
+        return run_delay_ns(self.pid)
 
     def log_tail(self, lines: int = 30) -> str:
         try:

@@ -36,7 +36,7 @@ class Run:
     requests: int
     seconds: float
     cpu_us_per_req: float | None  # None for the direct run (no proxy)
-    noise: float | None = None  # the largest share of a CPU group other work took (runner.noise_share)
+    noise: float | None = None  # share of the run other work took from it (loadtest.noise)
     socket_errors: int = 0
     non_2xx: int = 0
     extra: dict[str, object] = field(default_factory=dict)
@@ -211,8 +211,10 @@ def render_markdown(
         f"(one proxy runs at a time{unpinned}). Ratios are to nginx as a 1-worker reverse proxy "
         "(upstream keep-alive) in the same repetition, the median of the per-repetition ratios; "
         "CPU us/req is the CPU time (user + system) of the proxy's processes over the requests wrk "
-        "completed. noise: the share of the run's CPUs that other processes and the hypervisor "
-        "took (median over repetitions); runs above the limit were measured again.",
+        "completed. noise (median over repetitions): the share of the run the proxy waited for its "
+        "CPU while other work ran (run delay); for the direct and 2-worker runs, the share of the "
+        f"CPUs other processes took. Runs noisier than {100 * float(settings.get('max_noise', 1)):.0f}% "  # type: ignore[arg-type]
+        "were measured again and the quietest attempt kept.",
         "",
         "req/s as a ratio to nginx (CPU microseconds per request):",
         "",

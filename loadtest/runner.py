@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loadtest import nginx, report, wrk
-from loadtest.noise import noise_notes, noise_share
+from loadtest.noise import delay_share, noise_notes, noise_share
 from loadtest.procs import (
     CLOCK_TICKS,
     Managed,
@@ -227,25 +227,30 @@ class Bench:
     def _window(
         self, scenario: Scenario, port: int, proxy: Managed | None
     ) -> tuple[wrk.WrkResult, int, float | None]:
-        """One measured wrk run: its result, the proxy's CPU ticks, and the noise (the largest
-        share of a CPU group that other work took: the load's CPUs besides wrk and the backend,
-        the proxy's CPUs besides the proxy)."""
+        """One measured wrk run: its result, the proxy's CPU ticks, and the run's noise.
+
+        A proxy alone on its CPUs: the noise is the share of the run it spent runnable but
+        waiting for a CPU (its run delay): time other work took from it. The direct run, and
+        a proxy sharing the load's CPUs: the share of those CPUs that processes other than
+        ours (and steal) took, since there wrk and the backend keep the CPUs busy."""
         load = parse_cpu_list(self.options.load_cpus)
         mine = parse_cpu_list(self.proxy_cpus(scenario)) if proxy is not None else []
+        alone = proxy is not None and not set(mine) & set(load)
         stat_before, known_before, children_before = self._snapshot(proxy)
         proxy_before = proxy.cpu_ticks() if proxy is not None else 0
+        delay_before = proxy.run_delay_ns() if proxy is not None else 0
+        started = time.monotonic()
         result = self._wrk(scenario, port, self.options.duration)
+        elapsed = time.monotonic() - started
+        delay = proxy.run_delay_ns() - delay_before if proxy is not None else 0
         proxy_ticks = proxy.cpu_ticks() - proxy_before if proxy is not None else 0
         stat_after, known_after, children_after = self._snapshot(proxy)
+        if alone:
+            return result, proxy_ticks, delay_share(delay, elapsed)
         wrk_ticks = round((children_after - children_before) * CLOCK_TICKS)  # wrk is the child reaped here
         known = known_after - known_before + wrk_ticks
-        if not mine:
-            groups = [(load, known)]
-        elif set(mine) & set(load):  # one group: the proxy shares the load's CPUs
-            groups = [(sorted(set(mine) | set(load)), known)]
-        else:
-            groups = [(load, known - proxy_ticks), (mine, proxy_ticks)]
-        return result, proxy_ticks, noise_share(stat_before, stat_after, groups)
+        cpus = sorted(set(mine) | set(load))
+        return result, proxy_ticks, noise_share(stat_before, stat_after, [(cpus, known)])
 
     def measure_quietly(self, rep: int, scenario: Scenario, target: str, label: str) -> Run:
         """``measure``, again while the noise is above ``max_noise`` (``retries`` times at most);

@@ -1,10 +1,17 @@
 # C types for http1.py when Cython compiles it as proxy._fast._http1_c.
 #
-# Indexing a `bytes` with a C integer index gives the byte as a C integer, so the scans below
-# run as C loops. The private constants and tables become C globals (a module-level name
-# declared here is no longer a Python attribute of the compiled module; the public ones stay
-# Python objects). The heads and the chunked decoder become extension types: their
-# attributes are C struct fields, with the same names and the same Python-visible values.
+# The parsers read a head through a `const unsigned char*` (the local `data`, and the first
+# argument of the scanning helpers): a byte read is a C array read and a slice is one
+# PyBytes_FromStringAndSize, without bounds checks. That is sound because every index is in
+# range (http1.py, "scanning helpers": each scan stops at a CR, and a head must end with
+# CRLFCRLF before any scan starts). Everything else keeps the build's bounds checks.
+#
+# The private constants and tables become C globals (a name declared here is no longer a
+# Python attribute of the compiled module; the public ones stay Python objects). The heads
+# and the chunked decoder become extension types: their attributes are C struct fields with
+# the same names and the same Python-visible values. All head attributes are `object`, so
+# anything may be stored in them as in the twin's slots; one difference remains: an attribute
+# never set reads as None here, where the twin raises AttributeError (the parsers set all).
 cimport cython
 
 cdef Py_ssize_t _HT, _LF, _CR, _SP, _STAR, _COMMA, _SLASH, _COLON, _SEMICOLON, _QUESTION
@@ -22,7 +29,7 @@ cdef Py_ssize_t _MAX_CHUNK_LINE, _MAX_TRAILER
 cdef class RequestHead:
     cdef public object method, target, path, query, http_minor, headers, host, content_length
     cdef public object chunked, keep_alive, upgrade, expect_continue, forward_headers, xff
-    cdef public object request_id, traceparent
+    cdef public object request_id, traceparent, tracestate
 
 
 cdef class ResponseHead:

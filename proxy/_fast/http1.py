@@ -32,8 +32,10 @@ line has passed.
 
 This file is plain Python and is also compiled by Cython (``_http1_c``, with the C
 types in ``_http1_c.pxd``); both must behave identically (tests feed both the same
-random input). In plain Python the byte loops are slower than bytes methods were:
-the compiled form is the one graylane runs.
+random input). The byte loops are written for the compiled form, the one graylane
+runs; in plain Python they cost more than bytes methods would, so the twin is the
+slower fallback, except where a line may be long (chunk extensions, trailers), which
+keeps bytes methods in both forms.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ REQUEST_DROP = frozenset(
         b"x-forwarded-proto",
         b"x-forwarded-host",
         b"traceparent",  # the proxy's hop gets a new span id (proxy.observe.tracing)
+        b"tracestate",  # forwarded again only when the client's trace is continued (W3C 4.3)
     ]
 )
 RESPONSE_DROP = frozenset(
@@ -144,6 +147,7 @@ _F_X_FORWARDED_FOR = 8
 _F_TRACEPARENT = 9
 _F_DROPPED = 10  # dropped in both directions, nothing else to do
 _F_REQUEST_DROPPED = 11  # dropped from requests, nothing else to do
+_F_TRACESTATE = 12
 
 # The names in this table come out of the parser as these very objects, with no slice to make
 # and lower-case; every name a parser acts on must be here. Within a length, the more common first.
@@ -191,7 +195,7 @@ _KNOWN = {
     b"x-real-ip": 0,
     b"forwarded": 0,
     b"range": 0,
-    b"tracestate": 0,
+    b"tracestate": _F_TRACESTATE,
     b"baggage": 0,
     b"content-encoding": 0,
     b"content-language": 0,
@@ -267,6 +271,7 @@ class RequestHead:
         "xff",  # bytes | None: the client's X-Forwarded-For value (removed from forward_headers)
         "request_id",  # bytes | None: the client's X-Request-ID value
         "traceparent",  # bytes | None: the client's traceparent (removed from forward_headers)
+        "tracestate",  # bytes | None: the client's tracestate, joined (removed from forward_headers)
     )
 
     def header(self, name: bytes) -> bytes | None:
@@ -692,6 +697,7 @@ def parse_request_head(head: bytes, max_uri: int, max_headers: int) -> RequestHe
     xff = None
     request_id = None
     traceparent = None
+    tracestate = None
     traceparent_seen = False
     host_seen = False
     rebuild = False
@@ -747,6 +753,8 @@ def parse_request_head(head: bytes, max_uri: int, max_headers: int) -> RequestHe
                 # W3C: more than one traceparent is invalid; a new trace starts.
                 traceparent = None if traceparent_seen else value
                 traceparent_seen = True
+            elif code == _F_TRACESTATE:
+                tracestate = value if tracestate is None else tracestate + b"," + value
         elif code == _F_CONTENT_LENGTH:
             content_length = _content_length(data, vstart, vend, content_length)
             if content_length == -2:
@@ -819,6 +827,7 @@ def parse_request_head(head: bytes, max_uri: int, max_headers: int) -> RequestHe
     req.xff = xff
     req.request_id = request_id
     req.traceparent = traceparent
+    req.tracestate = tracestate
     if not rebuild:
         # Nothing to drop: forward the block as the client sent it, in one slice.
         req.forward_headers = data[eol + 2 : stop]

@@ -130,6 +130,7 @@ class Downstream(asyncio.Protocol):
         "bytes_out",  # response bytes written (head and body)
         "t_sent",  # when the request went to the upstream
         "trace_out",  # the traceparent sent upstream, or None
+        "trace_continued",  # the client's trace goes on (its tracestate is forwarded)
         "upstream_attached",  # the request reached an upstream connection
     )
 
@@ -182,6 +183,7 @@ class Downstream(asyncio.Protocol):
         self.bytes_out = 0
         self.t_sent = 0.0
         self.trace_out = None
+        self.trace_continued = False
         self.upstream_attached = False
 
     # --- asyncio.Protocol: the client side -----------------------------------
@@ -285,7 +287,15 @@ class Downstream(asyncio.Protocol):
         self.req = req
         rid = req.request_id or ctx.new_request_id()
         self.request_id = rid
-        self.trace_out = next_traceparent(req.traceparent)[2] if ctx.tracing else req.traceparent
+        incoming = req.traceparent
+        if ctx.tracing:
+            trace_out = next_traceparent(incoming)[2]
+            # A tracestate travels only with the trace it belongs to (W3C Trace Context 4.3).
+            self.trace_continued = incoming is not None and trace_out[3:35] == incoming[3:35]
+        else:
+            trace_out = incoming
+            self.trace_continued = True
+        self.trace_out = trace_out
         self.close_after = not req.keep_alive or ctx.draining
         if req.chunked:
             self.decoder = ChunkedDecoder()
@@ -364,6 +374,8 @@ class Downstream(asyncio.Protocol):
             parts.append(b"X-Request-ID: " + rid + CRLF)
         if self.trace_out is not None:
             parts.append(b"traceparent: " + self.trace_out + CRLF)
+        if req.tracestate is not None and self.trace_continued:
+            parts.append(b"tracestate: " + req.tracestate + CRLF)
         if req.chunked:
             parts.append(b"Transfer-Encoding: chunked\r\n")
         if req.upgrade is not None:

@@ -18,6 +18,13 @@ one and the data plane swaps one reference.
 4. an empty version's share goes to the stable version or is a 503 (Service.on_empty_version);
 5. the endpoint is the target group's next (round robin); the mirror, if any, is drawn;
 6. one ``Decision`` is returned.
+
+``decide`` is ``match`` (steps 1-2) then ``choose`` (steps 3-6). A route with policies
+(``auth``, ``rate_limits``: ``proxy.policy``) runs them in between, because they belong
+to the route and their result feeds the version choice: the verified JWT's claims
+(``claims``) are what content rules on ``claims`` and a sticky ``claim`` read. The
+request plan of such a route removes the headers its auth writes (forwarded claims)
+so a client cannot send its own.
 """
 
 from __future__ import annotations

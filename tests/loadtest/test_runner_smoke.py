@@ -14,8 +14,8 @@ import pytest
 
 from loadtest import nginx, report, wrk
 from loadtest.flows import VersionTally
-from loadtest.noise import noise_notes, noise_share, other_share
-from loadtest.procs import core_times, parse_cpu_list, stat_ticks
+from loadtest.noise import delay_share, noise_notes, noise_share, other_share
+from loadtest.procs import core_times, parse_cpu_list, schedstat_delay_ns, stat_ticks
 from loadtest.report import Run
 from loadtest.runner import cpu_us_per_request, plan, rotated, versions_from_metrics
 from loadtest.scenarios import GRAYLANE, NGINX, SCENARIOS, graylane_config, select
@@ -118,6 +118,9 @@ def test_noise_is_the_worst_cpu_group() -> None:
     assert noise_share(before, before, [([0], 0)]) is None
     runs = [_run(0, NGINX, 1, 1.0), _run(0, GRAYLANE, 1, 1.0), _run(0, "direct", 1, None)]
     runs[0].noise, runs[1].noise = 0.1, 0.3
+    assert delay_share(2_500_000_000, 10.0) == pytest.approx(0.25)
+    assert delay_share(50_000_000_000, 10.0) == 1.0 and delay_share(1, 0.0) is None
+    assert schedstat_delay_ns("962345 8523893 17\n") == 8523893
     (note,) = noise_notes(runs, max_noise=0.25)
     assert "a median 20% (max 30%)" in note and "1 run(s) stayed above 25%" in note
     assert noise_notes(runs[2:]) == []
@@ -253,6 +256,7 @@ def test_markdown_has_summary_details_machine_and_na_notes() -> None:
     notes = {("workers2", GRAYLANE): "n/a (multi-worker not implemented)"}
     rows = report.summarize(runs, scenarios, notes)
     settings = {
+        "max_noise": 0.25,
         "threads": 1,
         "connections": 64,
         "duration": 10,
@@ -311,6 +315,15 @@ def test_version_tally_counts_flows_gray_misses_and_sticky_flips() -> None:
     assert master.counts["sticky"] == {"v1": 2, "v2": 1} and master.flips == 1
     assert tally.counts == {}
     assert "sticky users who changed version: 1" in master.render()
+
+
+def test_command_line_refuses_bad_values_before_running_anything(capsys: pytest.CaptureFixture[str]) -> None:
+    from loadtest.__main__ import main
+
+    assert main(["--duration", "0", "--no-install"]) == 2
+    assert main(["--scenarios", "small,nope", "--no-install"]) == 2
+    assert main(["--targets", "haproxy", "--no-install"]) == 2
+    assert "loadtest:" in capsys.readouterr().err
 
 
 # --- one real run --------------------------------------------------------------------

@@ -11,6 +11,7 @@ from policy_support import SECRET, bearer, claims, head, make_config, sign
 
 from proxy.errors import RateLimited, Unauthorized
 from proxy.policy import PolicyRuntime, PolicyTable
+from proxy.policy.limits import parse_key, redis_key
 
 AUTH = {"jwt": {"algorithms": ["HS256"], "secret": SECRET, "issuers": [], "audiences": []}}
 
@@ -168,3 +169,21 @@ def test_cost_of_a_cached_jwt_and_a_local_limit(capsys: pytest.CaptureFixture[st
     assert all(re.search(r"\d+ ns", line) for line in lines)
     with capsys.disabled():
         print("\n" + "\n".join(lines))
+
+
+def test_limit_keys_parse() -> None:
+    assert parse_key("client_ip") == ("client_ip", "")
+    assert parse_key("route") == ("route", "")
+    assert parse_key("header:X-Api-Key") == ("header", "X-Api-Key")
+    assert parse_key("claim:realm_access.roles") == ("claim", "realm_access.roles")
+    for bad in ("ip", "header:", "claim: sub", "cookie:x", ""):
+        with pytest.raises(ValueError):
+            parse_key(bad)
+
+
+def test_redis_keys_are_bounded() -> None:
+    assert redis_key(b"p:", "10.0.0.1") == b"p:10.0.0.1"
+    assert redis_key(b"p:", b"k") == b"p:k"
+    long = redis_key(b"p:", "x" * 1000)
+    assert long.startswith(b"p:sha256:") and len(long) == len(b"p:sha256:") + 64
+    assert long == redis_key(b"p:", "x" * 1000) != redis_key(b"p:", "x" * 999)

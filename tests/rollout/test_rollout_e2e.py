@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -152,7 +153,8 @@ def test_the_rollout_command_steers_a_running_graylane(backend, graylane, tmp_pa
     v1, v2 = backend("v1"), backend("v2")
     steps = [{"set_weight": 20}, {"pause": {}}, {"set_weight": 100}]
     proxy = graylane(_config(v1, v2, tmp_path, steps=steps))
-    admin = "%s:%d" % proxy.admin_address
+    host, port = proxy.admin_address
+    admin = f"{host}:{port}"
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         command = [sys.executable, "-m", "proxy", "rollout", *args, "--admin", admin]
@@ -166,3 +168,20 @@ def test_the_rollout_command_steers_a_running_graylane(backend, graylane, tmp_pa
     assert _rollout(proxy)["weight"] == 100
     missing = cli("status", "nope")
     assert missing.returncode == 1 and "nope" in missing.stderr
+
+
+def test_the_rollout_example_starts_at_its_first_step(backend, graylane, tmp_path):
+    import yaml
+
+    conf = Path(__file__).resolve().parents[2] / "conf" / "rollout.yaml"
+    doc = yaml.safe_load(conf.read_text())
+    v1, v2 = backend("v1"), backend("v2")
+    doc["listeners"] = [{"address": "127.0.0.1:0"}]
+    doc["admin"] = {"address": "127.0.0.1:0"}
+    doc["rollouts"]["state_dir"] = str(tmp_path)
+    versions = doc["services"]["shop"]["versions"]
+    versions["v1"]["endpoints"], versions["v2"]["endpoints"] = [v1.endpoint], [v2.endpoint]
+    proxy = graylane(yaml.safe_dump(doc))
+    rollout = _rollout(proxy)
+    assert (rollout["phase"], rollout["step"], rollout["weight"]) == ("progressing", 0, 5)
+    assert rollout["failure_limit"] == 3
