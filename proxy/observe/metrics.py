@@ -17,9 +17,9 @@ Two things aioprometheus 23.12 leaves to us:
 from __future__ import annotations
 
 import platform
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from itertools import accumulate
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aioprometheus import Counter, Gauge, Histogram, Registry, render
 from aioprometheus import histogram as aio_histogram
@@ -55,6 +55,10 @@ _EXTRAS = (
 EXTRA_KEYS = frozenset(key for key, *_ in _EXTRAS)
 
 
+# (name, help, label names, {label values: count}): a counter family from outside this module.
+Family = tuple[str, str, tuple[str, ...], Mapping[tuple[Any, ...], int]]
+
+
 def escape_label(value: str) -> str:
     """A label value as the text format wants it inside double quotes."""
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
@@ -65,6 +69,7 @@ def render_metrics(
     stats: Stats,
     pools: PoolRegistry | tuple[int, int] | None,
     extra: Mapping[str, int] | None = None,
+    families: Sequence[Family] = (),
 ) -> bytes:
     """The whole /metrics body (serve it with ``CONTENT_TYPE``).
 
@@ -72,6 +77,8 @@ def render_metrics(
     ``pools`` the (active, idle) upstream connection counts summed over workers.
     ``extra``: ``client_connections`` (open client connections, a gauge) and
     ``mirror_dropped`` (mirror copies dropped, a counter); each is left out when absent.
+    ``families``: more counters from other parts (rollouts, health), each
+    ``(name, help, label names, {label values: count})``.
     """
     extra = dict(extra or {})
     unknown = extra.keys() - EXTRA_KEYS
@@ -82,6 +89,10 @@ def render_metrics(
     _requests(registry, snapshot)
     _upstream(registry, snapshot, stats, pools)
     _process(registry, stats, extra)
+    for name, doc, labels, values in families:
+        family = Counter(name, doc, registry=registry)
+        for key, count in sorted(values.items()):
+            family.set({label: escape_label(str(v)) for label, v in zip(labels, key, strict=True)}, count)
     content, _ = render(registry, [])  # no Accept header: always the text format
     return content
 

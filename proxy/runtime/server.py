@@ -25,6 +25,7 @@ from proxy.observe.metrics import render_metrics
 from proxy.observe.tracing import make_exporter
 from proxy.observe.window import Window
 from proxy.rollout.controller import RolloutController, UnknownRollout
+from proxy.rollout.metrics import health_families, rollout_families
 from proxy.rollout.overrides import apply_weights, saved_weights
 from proxy.runtime.listener import Acceptor, open_socket
 
@@ -272,7 +273,10 @@ class Server:
     def metrics_text(self) -> bytes:
         ctx = self.ctx
         extra = {"client_connections": len(ctx.connections), "mirror_dropped": ctx.mirror.stats.dropped}
-        return render_metrics(ctx.counters, ctx.stats, ctx.pools, extra)
+        families = health_families(self.health)
+        if self.rollouts is not None:
+            families += rollout_families(self.rollouts)
+        return render_metrics(ctx.counters, ctx.stats, ctx.pools, extra, families)
 
     def status_document(self, seconds: float) -> dict[str, Any]:
         ctx = self.ctx

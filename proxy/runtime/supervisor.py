@@ -35,6 +35,7 @@ from proxy.observe.metrics import render_metrics
 from proxy.observe.stats import Stats
 from proxy.observe.window import Window
 from proxy.rollout.controller import RolloutController
+from proxy.rollout.metrics import rollout_families
 from proxy.rollout.overrides import apply_weights
 from proxy.runtime.ipc import WorkerReport, add_counts, merge_snapshots, merge_stats, read_report
 from proxy.runtime.listener import open_socket, split_address
@@ -292,7 +293,8 @@ class Supervisor:
             "mirror_dropped": self.mirror_totals().get("dropped", 0),
         }
         pools = (totals["upstream_active"], totals["upstream_idle"])
-        return render_metrics(self.snapshot(self.loop.time()), self.merged_stats(), pools, extra)
+        snapshot = self.snapshot(self.loop.time())
+        return render_metrics(snapshot, self.merged_stats(), pools, extra, rollout_families(self.rollouts))
 
     def status_document(self, seconds: float) -> dict[str, Any]:
         per_version = self.window.per_version(seconds)

@@ -4,6 +4,8 @@ rolled back by itself, operators steer it over the admin API, and workers follow
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -130,6 +132,15 @@ def test_a_failing_canary_is_rolled_back_by_itself(backend, graylane, tmp_path):
     for _ in range(30):
         assert request(proxy.host, proxy.port, "GET", "/", timeout=5).get("X-Backend-Version") == "v1"
     assert len(v2.requests) == served, "no canary traffic after the rollback"
+    host, port = proxy.admin_address
+    metrics = request(host, port, "GET", "/metrics", timeout=10).body.decode()
+    assert 'graylane_rollout_checks_total{outcome="fail",route="shop"} 2' in metrics
+    assert 'to_phase="aborted"' in metrics
+    if shutil.which("promtool"):
+        checked = subprocess.run(
+            ["promtool", "check", "metrics"], input=metrics, capture_output=True, text=True
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_operators_pause_promote_and_abort_over_the_admin_api(backend, graylane, tmp_path):
