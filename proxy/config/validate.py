@@ -67,7 +67,7 @@ def check_listeners(config: Config) -> Iterator[Problem]:
 
 def check_workers(config: Config) -> Iterator[Problem]:
     if isinstance(config.workers, int) and not 1 <= config.workers <= 256:
-        yield Problem(("workers",), f"must be from 1 to 256 or \"auto\", not {config.workers}")
+        yield Problem(("workers",), f'must be from 1 to 256 or "auto", not {config.workers}')
 
 
 def check_admin(config: Config) -> Iterator[Problem]:

@@ -27,6 +27,8 @@ class ServerContext:
         self.pools = PoolRegistry(self.stats)
         self.mirror = Mirror(loop)
         self.table: Any = None
+        # proxy.policy.PolicyTable compiled from the same config as ``table`` (routes by id)
+        self.policies: Any = None
         self.set_table(table)
         self.access_log: Any = None  # proxy.observe.accesslog.AccessLog when enabled
         self.exporter: Any = None  # proxy.observe.tracing.SpanExporter when OTLP export is set up

@@ -54,6 +54,7 @@ from proxy.http.mirror import MAX_BODY as MAX_MIRROR_BODY
 from proxy.http.responses import CONTINUE, error_response
 from proxy.http.upstream import Upstream
 from proxy.observe.tracing import next_traceparent
+from proxy.policy import KeysPending
 
 log = logging.getLogger("graylane")
 
@@ -72,6 +73,7 @@ R_NONE, R_LENGTH, R_CHUNKED, R_CLOSE = 0, 1, 2, 3
 P_UPSTREAM_FULL = 1  # the upstream's write buffer is full
 P_PIPELINE = 2  # pipelined bytes are waiting for the current exchange
 P_CONNECTING = 4  # body bytes are waiting for the upstream connection
+P_POLICY = 8  # too many bytes arrived while a policy decision (JWKS fetch, Redis) was awaited
 
 IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"])
 MAX_RESPONSE_HEAD = 64 * 1024
@@ -132,6 +134,8 @@ class Downstream(asyncio.Protocol):
         "trace_out",  # the traceparent sent upstream, or None
         "trace_continued",  # the client's trace goes on (its tracestate is forwarded)
         "upstream_attached",  # the request reached an upstream connection
+        "claim_headers",  # b"X-User-ID: ...\r\n" lines of the verified JWT, for the upstream head
+        "waiting",  # a policy decision is awaited: arriving bytes only go to buf
     )
 
     def __init__(self, ctx: ServerContext, scheme: bytes) -> None:
@@ -185,6 +189,8 @@ class Downstream(asyncio.Protocol):
         self.trace_out = None
         self.trace_continued = False
         self.upstream_attached = False
+        self.claim_headers = b""
+        self.waiting = False
 
     # --- asyncio.Protocol: the client side -----------------------------------
 
@@ -199,6 +205,11 @@ class Downstream(asyncio.Protocol):
         self._arm(T_HEAD, self.limits.request_head_timeout)
 
     def data_received(self, data: bytes) -> None:
+        if self.waiting:
+            self.buf = self.buf + data if self.buf else data
+            if len(self.buf) > MAX_PENDING:
+                self._pause(P_POLICY)
+            return
         state = self.state
         if state == TUNNEL:
             self.upstream.transport.write(data)
@@ -303,11 +314,67 @@ class Downstream(asyncio.Protocol):
         elif req.content_length > 0:
             self.body_remaining = req.content_length
             self.req_done = False
+        self._route(req, True)
+
+    def _route(self, req: Any, may_wait: bool) -> None:
+        """Route the request through its route's policies: auth, local limits, version, Redis limits."""
+        ctx = self.ctx
+        table = ctx.table
+        policies = ctx.policies
+        policy = identity = None
         try:
-            decision = ctx.table.decide(req, self.client_ip)
+            if policies is None or policies.empty:
+                decision = table.decide(req, self.client_ip)
+            else:
+                route, view = table.match(req, self.client_ip)
+                policy = policies.routes[route.id]
+                if policy is not None:
+                    identity = policy.admit(req, self.client_ip, self.t_start, may_wait)
+                claims = identity.route_claims if identity is not None else None
+                decision = table.choose(route, view, req, self.client_ip, claims)
+        except KeysPending as pending:
+            # The JWKS fetch this token may need is under way: route again once it is over.
+            self.waiting = True
+            exchange = self.exchange
+            pending.wait(lambda: self._after_keys(exchange))
+            return
         except HttpError as error:
             self._answer_error(error)
             return
+        if identity is not None:
+            self.claim_headers = identity.headers
+        if policy is not None and policy.remote:
+            self.waiting = True
+            exchange = self.exchange
+            policy.limit_redis(
+                req, self.client_ip, identity, lambda error: self._after_limits(exchange, decision, error)
+            )
+            return
+        self._proceed(req, decision)
+
+    def _stop_waiting(self, exchange: int) -> bool:
+        if self.exchange != exchange or self.state != ACTIVE:
+            return False  # the client left meanwhile
+        self.waiting = False
+        if self.paused & P_POLICY:
+            self._resume(P_POLICY)
+        return True
+
+    def _after_keys(self, exchange: int) -> None:
+        if self._stop_waiting(exchange):
+            self._route(self.req, False)
+
+    def _after_limits(self, exchange: int, decision: Any, error: HttpError | None) -> None:
+        if not self._stop_waiting(exchange):
+            return
+        if error is not None:
+            self._answer_error(error)
+        else:
+            self._proceed(self.req, decision)
+
+    def _proceed(self, req: Any, decision: Any) -> None:
+        ctx = self.ctx
+        rid = self.request_id
         self.decision = decision
         endpoint = decision.endpoint
         settings = endpoint.pool
@@ -376,6 +443,8 @@ class Downstream(asyncio.Protocol):
             parts.append(b"traceparent: " + self.trace_out + CRLF)
         if req.tracestate is not None and self.trace_continued:
             parts.append(b"tracestate: " + req.tracestate + CRLF)
+        if self.claim_headers:
+            parts.append(self.claim_headers)
         if req.chunked:
             parts.append(b"Transfer-Encoding: chunked\r\n")
         if req.upgrade is not None:
@@ -874,4 +943,3 @@ class Downstream(asyncio.Protocol):
         """Drain: close a keep-alive connection that has no exchange in progress."""
         if self.state == IDLE and not self.buf:
             self._close()
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from http import HTTPStatus
 
 from proxy.errors import HttpError
@@ -30,14 +31,20 @@ def status_line(status: int) -> bytes:
 def error_response(error: HttpError, request_id: bytes, close: bool, head_only: bool = False) -> bytes:
     """A complete error response with a small JSON body naming the request id."""
     status = error.status
-    body = b'{"error":"%s","status":%d,"request_id":"%s"}\n' % (
+    extra = getattr(error, "headers", b"")  # a policy's lines: WWW-Authenticate, Retry-After...
+    reason = b""
+    if extra:  # a policy's answer (401, 429): its short reason goes in the body too
+        reason = b',"reason":' + json.dumps(error.reason).encode()
+    body = b'{"error":"%s","status":%d,"request_id":"%s"%s}\n' % (
         _reason(status).lower().replace(b" ", b"_"),
         status,
         request_id,
+        reason,
     )
     head = b"".join(
         (
             status_line(status),
+            extra,
             b"Content-Type: application/json\r\n",
             b"Content-Length: %d\r\n" % len(body),
             b"X-Request-ID: %s\r\n" % request_id,

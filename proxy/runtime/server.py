@@ -24,6 +24,7 @@ from proxy.observe.accesslog import AccessLog
 from proxy.observe.metrics import render_metrics
 from proxy.observe.tracing import make_exporter
 from proxy.observe.window import Window
+from proxy.policy import PolicyRuntime
 from proxy.rollout.controller import RolloutController, UnknownRollout
 from proxy.rollout.metrics import health_families, rollout_families
 from proxy.rollout.overrides import apply_weights, saved_weights
@@ -62,6 +63,9 @@ class Server:
         self.path = path
         self.loop = loop
         self.ctx = ServerContext(build_table(config), config.limits, loop)
+        self.policy_runtime = PolicyRuntime()
+        self.ctx.policies = self.policy_runtime.compile(config)
+        self.policy_runtime.activate(self.ctx.policies)
         self.ctx.on_connection_closed = self._connection_closed
         self.acceptors: list[Acceptor] = []
         self.signals: asyncio.Queue[int] = asyncio.Queue()
@@ -228,6 +232,7 @@ class Server:
         try:
             config = load_config(self.path)
             table = build_table(config)
+            policies = self.policy_runtime.compile(config)
             observers = None
             if (config.access_log, config.tracing) != (self.config.access_log, self.config.tracing):
                 observers = self._open_observers(config)
@@ -244,6 +249,8 @@ class Server:
         self.config = config
         self.ctx.limits = config.limits
         self._install_table(table)
+        self.ctx.policies = policies
+        self.policy_runtime.activate(policies)
         if observers is not None:
             self._install_observers(*observers)
         stats.reloads_ok += 1
@@ -337,7 +344,10 @@ async def _main(config: Config, path: str) -> int:
     server.catch_signals()
     await server.start_admin()
     server.listen()
-    return await server.serve()
+    try:
+        return await server.serve()
+    finally:
+        await server.policy_runtime.close()
 
 
 def run(config: Config, path: str) -> int:

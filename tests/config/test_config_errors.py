@@ -180,7 +180,7 @@ CASES = {
     "sticky sources": Case(
         _add_to_route("    sticky: {header: X-User, client_ip: true}  # <-\n"),
         "routes[0].sticky",
-        "exactly one of header, cookie, client_ip (found 2: header, client_ip)",
+        "exactly one of header, cookie, client_ip, claim (found 2: header, client_ip)",
     ),
     "mirror percent": Case(
         _add_to_route("    mirror: {version: v2, percent: 150}  # <-\n"),

@@ -28,7 +28,6 @@ from proxy.testing import Backend, GraylaneProcess, request
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,
-    pytest.mark.xfail(strict=False, reason="waiting for data-plane wiring"),
 ]
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
