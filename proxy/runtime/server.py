@@ -25,6 +25,7 @@ from proxy.observe.metrics import render_metrics
 from proxy.observe.tracing import make_exporter
 from proxy.observe.window import Window
 from proxy.policy import PolicyRuntime
+from proxy.policy.metrics import policy_families
 from proxy.rollout.controller import RolloutController, UnknownRollout
 from proxy.rollout.metrics import health_families, rollout_families
 from proxy.rollout.overrides import apply_weights, saved_weights
@@ -280,7 +281,7 @@ class Server:
     def metrics_text(self) -> bytes:
         ctx = self.ctx
         extra = {"client_connections": len(ctx.connections), "mirror_dropped": ctx.mirror.stats.dropped}
-        families = health_families(self.health)
+        families = health_families(self.health) + policy_families(self.policy_runtime.snapshot())
         if self.rollouts is not None:
             families += rollout_families(self.rollouts)
         return render_metrics(ctx.counters, ctx.stats, ctx.pools, extra, families)

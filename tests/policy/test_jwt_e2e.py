@@ -68,6 +68,7 @@ def proxy(
     v1, v2 = backend("v1"), backend("v2")
     doc = yaml.safe_load((CONF / "jwt.yaml").read_text())
     doc["listeners"] = [{"address": "127.0.0.1:0"}]
+    doc["admin"] = {"address": "127.0.0.1:0"}
     for name, server in (("v1", v1), ("v2", v2)):
         doc["services"]["api"]["versions"][name]["endpoints"] = [server.endpoint]
     doc["routes"][1]["auth"]["jwt"]["jwks_url"] = jwks.url
@@ -104,6 +105,10 @@ def test_a_bad_token_names_its_reason(proxy, rsa_key: KeyPair, rsa_key2: KeyPair
     )
     assert forged.status == 401 and forged.json()["reason"] == "bad_signature"
     assert v1.requests == [] and v2.requests == []
+    host, port = graylane.admin_address
+    metrics = request(host, port, "GET", "/metrics").body.decode()
+    assert 'graylane_auth_failures_total{reason="expired"} 1' in metrics
+    assert 'graylane_auth_failures_total{reason="bad_signature"} 1' in metrics
 
 
 def test_claims_steer_the_release_and_the_subject_is_forwarded(proxy, rsa_key: KeyPair) -> None:

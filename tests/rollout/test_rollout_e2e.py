@@ -196,3 +196,24 @@ def test_the_rollout_example_starts_at_its_first_step(backend, graylane, tmp_pat
     rollout = _rollout(proxy)
     assert (rollout["phase"], rollout["step"], rollout["weight"]) == ("progressing", 0, 5)
     assert rollout["failure_limit"] == 3
+
+
+def test_a_restart_mid_pause_resumes_the_same_step_with_the_time_left(backend, tmp_path):
+    v1, v2 = backend("v1"), backend("v2")
+    steps = [{"set_weight": 20}, {"pause": "30s"}, {"set_weight": 100}]
+    doc = json.loads(_config(v1, v2, tmp_path, steps=steps))
+    del doc["routes"][0]["rollout"]["analysis"]  # without analysis a step passes at once
+    text = json.dumps(doc)
+    with GraylaneProcess(text) as first:
+        rollout = _wait_phase(first, "progressing")
+        deadline = time.monotonic() + 10
+        while rollout["step"] != 1:
+            assert time.monotonic() < deadline, rollout
+            time.sleep(0.05)
+            rollout = _rollout(first)
+        assert first.stop() == 0
+    with GraylaneProcess(text) as second:
+        resumed = _rollout(second)
+        assert (resumed["step"], resumed["weight"]) == (1, 20)
+        assert 0 < resumed["pause_remaining"] < 30
+        assert request(second.host, second.port, "GET", "/", timeout=5).status == 200
