@@ -43,6 +43,13 @@ def build_table(config: Config) -> Any:
     return RouteTable(config)
 
 
+def refused_reload(exc: GraylaneError) -> list[str]:
+    """Log why a reload was refused; the problems, for the admin API."""
+    problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+    log.error("reload failed, keeping the running config:\n  %s", "\n  ".join(problems))
+    return problems
+
+
 def sweep_interval(config: Config) -> float:
     """A quarter of the shortest timeout, so a deadline is late by at most that much."""
     timeouts = [config.limits.request_head_timeout, config.limits.keepalive_timeout]
@@ -239,9 +246,7 @@ class Server:
                 observers = self._open_observers(config)
         except GraylaneError as exc:
             stats.reloads_failed += 1
-            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
-            log.error("reload failed, keeping the running config:\n  %s", "\n  ".join(problems))
-            return problems
+            return refused_reload(exc)
         if config.listeners != self.config.listeners:
             log.warning("listener changes take effect only after a restart")
         weights = self.rollouts.reload(config) if self.rollouts is not None else saved_weights(config)
@@ -360,8 +365,13 @@ def run(config: Config, path: str) -> int:
 
     if worker_count(config) > 1:
         return run_supervisor(config, path)
+    return run_main(_main(config, path))
+
+
+def run_main(main: Any) -> int:
+    """Run ``main`` (a coroutine) on uvloop; startup and config errors become a message and an exit code."""
     try:
-        return uvloop.run(_main(config, path))
+        return uvloop.run(main)
     except StartupError as exc:
         log.error("%s", exc)
         return 1

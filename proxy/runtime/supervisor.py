@@ -29,7 +29,7 @@ from typing import Any
 
 from proxy.admin.status import status_document
 from proxy.config.schema import Config
-from proxy.errors import ConfigError, GraylaneError, StartupError
+from proxy.errors import GraylaneError, StartupError
 from proxy.observe.counters import Snapshot
 from proxy.observe.metrics import render_metrics
 from proxy.observe.stats import Stats
@@ -39,7 +39,7 @@ from proxy.rollout.metrics import rollout_families
 from proxy.rollout.overrides import apply_weights
 from proxy.runtime.ipc import WorkerReport, add_counts, merge_snapshots, merge_stats, read_report
 from proxy.runtime.listener import open_socket, split_address
-from proxy.runtime.server import build_table
+from proxy.runtime.server import build_table, refused_reload
 from proxy.runtime.worker import worker_env
 
 log = logging.getLogger("graylane")
@@ -236,9 +236,7 @@ class Supervisor:
             table = build_table(config)
         except GraylaneError as exc:
             self.reloads_failed += 1
-            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
-            log.error("reload failed, keeping the running config:\n  %s", "\n  ".join(problems))
-            return problems
+            return refused_reload(exc)
         if worker_count(config) != self.count or config.listeners != self.config.listeners:
             log.warning("changes to workers or listeners take effect only after a restart")
         weights = self.rollouts.reload(config)
@@ -346,10 +344,6 @@ async def _main(config: Config, path: str) -> int:
 
 
 def run_supervisor(config: Config, path: str) -> int:
-    import uvloop
+    from proxy.runtime.server import run_main
 
-    try:
-        return uvloop.run(_main(config, path))
-    except StartupError as exc:
-        log.error("%s", exc)
-        return 1
+    return run_main(_main(config, path))

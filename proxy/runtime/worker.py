@@ -17,12 +17,10 @@ import socket
 import sys
 from typing import Any
 
-import uvloop
-
 from proxy.config.schema import Config
-from proxy.errors import ConfigError, StartupError
+from proxy.errors import ConfigError
 from proxy.runtime.ipc import WorkerReport, encode
-from proxy.runtime.server import Server
+from proxy.runtime.server import Server, run_main
 
 log = logging.getLogger("graylane")
 
@@ -83,15 +81,7 @@ async def _main(config: Config, path: str) -> int:
 
 
 def run_worker(config: Config, path: str) -> int:
-    try:
-        return uvloop.run(_main(config, path))
-    except StartupError as exc:
-        log.error("%s", exc)
-        return 1
-    except ConfigError as exc:
-        for problem in exc.problems:
-            log.error("%s", problem)
-        return 2
+    return run_main(_main(config, path))
 
 
 def worker_env(index: int, fd: int, addresses: list[str]) -> dict[str, Any]:
