@@ -8,6 +8,7 @@ from proxy.config.convert import convert
 from proxy.config.schema import Config
 from proxy.config.validate import validate
 from proxy.http.request import RequestHead
+from proxy.testing.heads import request_head
 
 
 def health_config(
@@ -43,20 +44,5 @@ def health_config(
 
 
 def get(path: bytes = b"/") -> RequestHead:
-    req = RequestHead()
-    req.method = b"GET"
-    req.path = path
-    req.query = b""
-    req.target = path
-    req.host = b"shop.test"
-    req.headers = [(b"host", b"shop.test")]
-    req.http_minor = 1
-    req.content_length = -1
-    req.chunked = False
-    req.keep_alive = True
-    req.upgrade = None
-    req.expect_continue = False
-    req.forward_headers = b"host: shop.test\r\n"
-    req.xff = None
-    req.request_id = None
-    return req
+    """A GET of ``path`` to shop.test, as the head parser gives it to ``RouteTable.decide``."""
+    return request_head(path)

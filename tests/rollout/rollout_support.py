@@ -9,6 +9,7 @@ from proxy.config.schema import Config
 from proxy.config.validate import validate
 from proxy.http.request import RequestHead
 from proxy.observe.counters import RequestCounters, Snapshot
+from proxy.testing.heads import request_head as _parsed_head
 
 ROUTE = "shop"
 SERVICE = "shop"
@@ -121,21 +122,5 @@ class WeightLog:
 
 
 def request_head(path: bytes = b"/") -> RequestHead:
-    """A GET as the head parser gives it to ``RouteTable.decide``."""
-    req = RequestHead()
-    req.method = b"GET"
-    req.path = path
-    req.query = b""
-    req.target = path
-    req.host = b"shop.test"
-    req.headers = [(b"host", b"shop.test")]
-    req.http_minor = 1
-    req.content_length = -1
-    req.chunked = False
-    req.keep_alive = True
-    req.upgrade = None
-    req.expect_continue = False
-    req.forward_headers = b"host: shop.test\r\n"
-    req.xff = None
-    req.request_id = None
-    return req
+    """A GET of ``path`` to shop.test, as the head parser gives it to ``RouteTable.decide``."""
+    return _parsed_head(path)
