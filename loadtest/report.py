@@ -85,8 +85,10 @@ def summarize(
         for target in scenario.targets:
             note = notes.get((scenario.key, target))
             mine = [r for r in runs if r.scenario == scenario.key and r.target == target]
-            if note is not None or not mine:
-                rows.append(Row(scenario.key, target, note=note or "n/a (no run)"))
+            if note is None and not mine:
+                continue  # not asked for (--targets): no row
+            if note is not None:
+                rows.append(Row(scenario.key, target, note=note))
                 continue
             pairs = [(r, by_key.get((scenario.key, REFERENCE, r.rep))) for r in mine]
             pairs = [(r, ref) for r, ref in pairs if ref is not None]
