@@ -212,7 +212,7 @@ class Downstream(asyncio.Protocol):
             return
         state = self.state
         if state == TUNNEL:
-            self.upstream.transport.write(data)
+            self.ctx.send(self.upstream.transport, data)
             return
         if state == ACTIVE and not self.req_done:
             data = self._request_body(data)
@@ -491,7 +491,7 @@ class Downstream(asyncio.Protocol):
     def _send_up(self, data: bytes) -> None:
         upstream = self.upstream
         if upstream is not None:
-            upstream.transport.write(data)
+            self.ctx.send(upstream.transport, data)
             return
         self.pending.append(data)
         self.pending_bytes += len(data)
@@ -557,13 +557,13 @@ class Downstream(asyncio.Protocol):
             conn.pause_reading()
         pending = self.pending
         self.pending = None
-        conn.transport.write(b"".join(pending) if len(pending) > 1 else pending[0])
+        self.ctx.send(conn.transport, b"".join(pending) if len(pending) > 1 else pending[0])
         if self.paused & P_CONNECTING:
             self._resume(P_CONNECTING)
         req = self.req
         if req.expect_continue and not self.req_done and req.http_minor == 1 and not self.sent_continue:
             self.sent_continue = True
-            self.transport.write(CONTINUE)
+            self.ctx.send(self.transport, CONTINUE)
 
     def upstream_write_paused(self, paused: bool) -> None:
         if paused:
@@ -573,7 +573,7 @@ class Downstream(asyncio.Protocol):
 
     def upstream_data(self, data: bytes) -> None:
         if self.state == TUNNEL:
-            self.transport.write(data)
+            self.ctx.send(self.transport, data)
             return
         if self.resp_mode == -1:
             self._response_head(data)
@@ -602,7 +602,8 @@ class Downstream(asyncio.Protocol):
         if status < 200 and status != 101:
             # Interim responses go to HTTP/1.1 clients, except a 100 we already sent ourselves.
             if req.http_minor == 1 and not (status == 100 and self.sent_continue):
-                self.transport.write(b"HTTP/1.1" + buf[8 : buf.find(CRLF) + 2] + resp.forward_headers + CRLF)
+                line = b"HTTP/1.1" + buf[8 : buf.find(CRLF) + 2]
+                self.ctx.send(self.transport, line + resp.forward_headers + CRLF)
             if rest:
                 self._response_head(rest)
             return
@@ -660,7 +661,7 @@ class Downstream(asyncio.Protocol):
         if mode == R_NONE:
             self.resp_started = True
             self.bytes_out += len(head)
-            self.transport.write(head)
+            self.ctx.send(self.transport, head)
             if rest:
                 self.upstream_reusable = False
             self._response_done()
@@ -704,7 +705,7 @@ class Downstream(asyncio.Protocol):
             out = head + out if out else head
         if out:
             self.bytes_out += len(out)
-            self.transport.write(out)
+            self.ctx.send(self.transport, out)
         if done:
             self._response_done()
 
@@ -725,10 +726,10 @@ class Downstream(asyncio.Protocol):
         self.status = 101
         self.resp_started = True
         self._arm(T_NONE, math.inf)
-        self.transport.write(head)
+        self.ctx.send(self.transport, head)
         if self.buf:
             # Bytes the client sent after its upgrade request belong to the new protocol.
-            self.upstream.transport.write(self.buf)
+            self.ctx.send(self.upstream.transport, self.buf)
             self.buf = b""
         if self.paused & P_PIPELINE:
             self._resume(P_PIPELINE)
@@ -747,7 +748,7 @@ class Downstream(asyncio.Protocol):
         mode = self.resp_mode
         if mode == R_CLOSE:
             if self.resp_chunk:
-                self.transport.write(http1.LAST_CHUNK)
+                self.ctx.send(self.transport, http1.LAST_CHUNK)
             self.upstream_reusable = False
             self._response_done()
         elif mode == -1 and not self.resp_buf and self.reused and self.retry_head and not self.retried:
@@ -825,7 +826,7 @@ class Downstream(asyncio.Protocol):
         head_only = self.req is not None and self.req.method == b"HEAD"
         response = error_response(error, self.request_id, self.close_after, head_only)
         self.bytes_out += len(response)
-        self.transport.write(response)
+        self.ctx.send(self.transport, response)
         self._account(error.status, error.flag)
         self._finish_exchange()
 
@@ -843,7 +844,7 @@ class Downstream(asyncio.Protocol):
         self.request_id = ctx.new_request_id()
         response = error_response(error, self.request_id, True)
         self.bytes_out = len(response)
-        self.transport.write(response)
+        self.ctx.send(self.transport, response)
         self._account(error.status, error.flag)
         self._close()
 
@@ -899,7 +900,8 @@ class Downstream(asyncio.Protocol):
             return
         self.state = CLOSED
         self._drop_upstream()
-        self.transport.close()  # flushes what is buffered first
+        self.ctx.flush()  # what this connection was sent this iteration goes out before the close
+        self.transport.close()  # and the transport flushes its own buffer first
 
     # --- flow control and timers ---------------------------------------------
 
