@@ -40,6 +40,7 @@ from typing import Any
 
 from proxy._fast import http1
 from proxy.errors import (
+    BadRequest,
     HeaderTooLarge,
     HttpError,
     RequestTimeout,
@@ -286,6 +287,10 @@ class Downstream(asyncio.Protocol):
             req = parse_request_head(buf[:size], limits.max_uri_bytes, limits.max_headers)
         except HttpError as error:
             self._reject(error)
+            return
+        path = req.path
+        if (b"/." in path or b"%2" in path) and has_dot_segment(path):
+            self._reject(BadRequest("dot segment in the request path"))
             return
         self._begin(req)
 
@@ -945,3 +950,15 @@ class Downstream(asyncio.Protocol):
         """Drain: close a keep-alive connection that has no exchange in progress."""
         if self.state == IDLE and not self.buf:
             self._close()
+
+
+DOT_SEGMENTS = frozenset([b".", b"..", b"%2e", b"%2e%2e", b".%2e", b"%2e."])
+
+
+def has_dot_segment(path: bytes) -> bool:
+    """Whether ``path`` has a "." or ".." segment, plain or percent-encoded.
+
+    Routes match the path as sent; ``/public/../admin`` would match a ``/public`` route
+    and reach ``/admin`` upstream, so such paths are refused (browsers never send them).
+    """
+    return any(segment.lower() in DOT_SEGMENTS for segment in path.split(b"/"))
