@@ -2,49 +2,19 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from proxy.testing import build_request, pattern_bytes
 from proxy.testing.process import proxy_config
+from proxy.testing.raw_upstream import listen, read_at_least, read_until
 
 pytestmark = pytest.mark.integration
-
-
-def _listen() -> socket.socket:
-    srv = socket.create_server(("127.0.0.1", 0))
-    srv.settimeout(5)
-    return srv
-
-
-def _read_at_least(conn: socket.socket, data: bytes, size: int) -> bytes:
-    """Read from ``conn`` until ``data`` holds ``size`` bytes (each recv bounded by the socket timeout)."""
-    for _ in range(100_000):
-        if len(data) >= size:
-            return data
-        more = conn.recv(65536)
-        if not more:
-            raise AssertionError(f"closed after {len(data)} of {size} bytes")
-        data += more
-    raise AssertionError("unreachable")
-
-
-def _read_until(conn: socket.socket, data: bytes, marker: bytes) -> bytes:
-    for _ in range(100_000):
-        if marker in data:
-            return data
-        more = conn.recv(65536)
-        if not more:
-            raise AssertionError(f"closed before {marker!r}: {data[-200:]!r}")
-        data += more
-    raise AssertionError("unreachable")
 
 
 def test_content_length_body_is_streamed_before_it_is_complete(graylane, raw_client):
     body = pattern_bytes(200_000)
     half = len(body) // 2
-    with _listen() as upstream:
+    with listen() as upstream:
         proxy = graylane(proxy_config(f"127.0.0.1:{upstream.getsockname()[1]}"))
         client = raw_client(proxy.host, proxy.port, timeout=5)
         head = build_request("PUT", "/upload", {"Content-Length": str(len(body))}, host="h")
@@ -52,21 +22,21 @@ def test_content_length_body_is_streamed_before_it_is_complete(graylane, raw_cli
         conn, _ = upstream.accept()
         with conn:
             conn.settimeout(5)
-            got = _read_until(conn, b"", b"\r\n\r\n")
+            got = read_until(conn)
             head, _, got = got.partition(b"\r\n\r\n")
             assert b"\r\ncontent-length: 200000\r\n" in head.lower() + b"\r\n"
             # The first half is upstream while the client has not sent the rest.
-            got = _read_at_least(conn, got, half)
+            got = read_at_least(conn, got, half)
             assert got == body[:half]
             client.send(body[half:])
-            got = _read_at_least(conn, got, len(body))
+            got = read_at_least(conn, got, len(body))
             assert got == body
             conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
             assert client.read_response().status == 201
 
 
 def test_chunked_body_is_streamed_chunk_by_chunk(graylane, raw_client):
-    with _listen() as upstream:
+    with listen() as upstream:
         proxy = graylane(proxy_config(f"127.0.0.1:{upstream.getsockname()[1]}"))
         client = raw_client(proxy.host, proxy.port, timeout=5)
         head = build_request("POST", "/c", {"Transfer-Encoding": "chunked"}, host="h")
@@ -74,13 +44,13 @@ def test_chunked_body_is_streamed_chunk_by_chunk(graylane, raw_client):
         conn, _ = upstream.accept()
         with conn:
             conn.settimeout(5)
-            got = _read_until(conn, b"", b"\r\n\r\n")
+            got = read_until(conn)
             head, _, got = got.partition(b"\r\n\r\n")
             assert b"transfer-encoding: chunked" in head.lower()
-            got = _read_until(conn, got, b"hello\r\n")
+            got = read_until(conn, b"hello\r\n", got)
             assert got == b"5\r\nhello\r\n"  # validated chunks pass unchanged
             client.send(b"6;ext=1\r\n world\r\n0\r\n\r\n")
-            got = _read_until(conn, got, b"0\r\n\r\n")
+            got = read_until(conn, b"0\r\n\r\n", got)
             assert got == b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n"
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             assert client.read_response().body == b"ok"
@@ -156,14 +126,14 @@ def test_chunked_response_is_decoded_for_an_http10_client(backend, graylane, raw
 
 
 def test_close_delimited_response_is_chunked_for_an_http11_client(graylane, raw_client):
-    with _listen() as upstream:
+    with listen() as upstream:
         proxy = graylane(proxy_config(f"127.0.0.1:{upstream.getsockname()[1]}"))
         client = raw_client(proxy.host, proxy.port, timeout=5)
         client.send(build_request("GET", "/", host="h"))
         conn, _ = upstream.accept()
         with conn:
             conn.settimeout(5)
-            _read_until(conn, b"", b"\r\n\r\n")
+            read_until(conn)
             conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nfirst ")
             conn.sendall(b"second")
         resp = client.read_response()
@@ -174,7 +144,7 @@ def test_close_delimited_response_is_chunked_for_an_http11_client(graylane, raw_
         conn, _ = upstream.accept()
         with conn:
             conn.settimeout(5)
-            _read_until(conn, b"", b"\r\n\r\n")
+            read_until(conn)
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nagain")
             assert client.read_response().body == b"again"
 
@@ -189,14 +159,14 @@ def test_bytes_response_is_exact(backend, graylane, raw_client):
 
 
 def test_close_delimited_response_stays_close_delimited_for_an_http10_client(graylane, raw_client):
-    with _listen() as upstream:
+    with listen() as upstream:
         proxy = graylane(proxy_config(f"127.0.0.1:{upstream.getsockname()[1]}"))
         client = raw_client(proxy.host, proxy.port, timeout=5)
         client.send(b"GET / HTTP/1.0\r\nHost: h\r\nConnection: keep-alive\r\n\r\n")
         conn, _ = upstream.accept()
         with conn:
             conn.settimeout(5)
-            _read_until(conn, b"", b"\r\n\r\n")
+            read_until(conn)
             conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nraw ")
             conn.sendall(b"bytes")
         resp = client.read_response()

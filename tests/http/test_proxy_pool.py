@@ -9,6 +9,7 @@ import pytest
 
 from proxy.testing import build_request, request
 from proxy.testing.process import proxy_config
+from proxy.testing.raw_upstream import accept, listen, read_until
 
 pytestmark = pytest.mark.integration
 
@@ -17,29 +18,9 @@ def _stats(proxy) -> dict:
     return request(*proxy.admin_address, "GET", "/stats", timeout=5).json()
 
 
-def _listen() -> socket.socket:
-    srv = socket.create_server(("127.0.0.1", 0))
-    srv.settimeout(5)
-    return srv
-
-
-def _accept(srv: socket.socket) -> socket.socket:
-    conn, _ = srv.accept()
-    conn.settimeout(5)
-    return conn
-
-
 def _read_request(conn: socket.socket) -> bytes:
     """One bodiless request, or b"" if the proxy closed the connection."""
-    data = b""
-    for _ in range(1000):  # each recv waits at most the socket timeout
-        if b"\r\n\r\n" in data:
-            return data
-        more = conn.recv(65536)
-        if not more:
-            return data
-        data += more
-    raise AssertionError(f"no complete request head: {data!r}")
+    return read_until(conn, allow_close=True)
 
 
 def _request_line(head: bytes) -> bytes:
@@ -78,11 +59,11 @@ def test_idle_connections_close_after_idle_timeout(backend, graylane, raw_client
 
 
 def test_pooled_connection_closed_by_the_server_is_not_used(graylane, raw_client):
-    with _listen() as upstream:
+    with listen() as upstream:
         proxy = graylane(proxy_config(f"127.0.0.1:{upstream.getsockname()[1]}", admin=True))
         client = raw_client(proxy.host, proxy.port, timeout=5)
         client.send(build_request("GET", "/1", host="h"))
-        with _accept(upstream) as first:
+        with accept(upstream) as first:
             _read_request(first)
             _answer(first)
             assert client.read_response().status == 200
@@ -90,7 +71,7 @@ def test_pooled_connection_closed_by_the_server_is_not_used(graylane, raw_client
             first.shutdown(socket.SHUT_WR)
             assert first.recv(1) == b""
         client.send(build_request("GET", "/2", host="h"))
-        with _accept(upstream) as second:
+        with accept(upstream) as second:
             assert _request_line(_read_request(second)) == b"GET /2 HTTP/1.1"
             _answer(second)
         assert client.read_response().status == 200
@@ -100,11 +81,11 @@ def test_pooled_connection_closed_by_the_server_is_not_used(graylane, raw_client
 
 
 def test_get_that_fails_on_a_reused_connection_is_retried_once(graylane, raw_client):
-    with _listen() as upstream:
+    with listen() as upstream:
         proxy = graylane(proxy_config(f"127.0.0.1:{upstream.getsockname()[1]}", admin=True))
         client = raw_client(proxy.host, proxy.port, timeout=5)
         client.send(build_request("GET", "/1", host="h"))
-        with _accept(upstream) as first:
+        with accept(upstream) as first:
             _read_request(first)
             _answer(first)
             assert client.read_response().status == 200
@@ -112,7 +93,7 @@ def test_get_that_fails_on_a_reused_connection_is_retried_once(graylane, raw_cli
             lost = _read_request(first)
             assert _request_line(lost) == b"GET /2 HTTP/1.1"
         # ... closed without a byte of answer: graylane tries once more on a fresh connection.
-        with _accept(upstream) as second:
+        with accept(upstream) as second:
             again = _read_request(second)
             assert again == lost
             _answer(second, b"second try")
@@ -125,17 +106,17 @@ def test_get_that_fails_on_a_reused_connection_is_retried_once(graylane, raw_cli
 
 
 def test_retry_happens_only_once(graylane, raw_client):
-    with _listen() as upstream:
+    with listen() as upstream:
         proxy = graylane(proxy_config(f"127.0.0.1:{upstream.getsockname()[1]}", admin=True))
         client = raw_client(proxy.host, proxy.port, timeout=5)
         client.send(build_request("GET", "/1", host="h"))
-        with _accept(upstream) as first:
+        with accept(upstream) as first:
             _read_request(first)
             _answer(first)
             assert client.read_response().status == 200
             client.send(build_request("GET", "/2", host="h"))
             _read_request(first)
-        with _accept(upstream) as second:  # the retry also dies
+        with accept(upstream) as second:  # the retry also dies
             assert _read_request(second)
         resp = client.read_response()
         assert resp.status == 502
@@ -145,11 +126,11 @@ def test_retry_happens_only_once(graylane, raw_client):
 
 
 def test_post_that_fails_on_a_reused_connection_is_not_retried(graylane, raw_client):
-    with _listen() as upstream:
+    with listen() as upstream:
         proxy = graylane(proxy_config(f"127.0.0.1:{upstream.getsockname()[1]}", admin=True))
         client = raw_client(proxy.host, proxy.port, timeout=5)
         client.send(build_request("GET", "/1", host="h"))
-        with _accept(upstream) as first:
+        with accept(upstream) as first:
             _read_request(first)
             _answer(first)
             assert client.read_response().status == 200
@@ -160,7 +141,7 @@ def test_post_that_fails_on_a_reused_connection_is_not_retried(graylane, raw_cli
         assert resp.json()["error"] == "bad_gateway"
         # The next upstream connection carries the client's next request, not a second POST.
         client.send(build_request("GET", "/after", host="h"))
-        with _accept(upstream) as second:
+        with accept(upstream) as second:
             assert _request_line(_read_request(second)) == b"GET /after HTTP/1.1"
             _answer(second)
         assert client.read_response().status == 200

@@ -3,12 +3,11 @@ headers, hop-by-hop headers, request ids, bodiless responses and interim respons
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from proxy.testing import request
 from proxy.testing.process import proxy_config
+from proxy.testing.raw_upstream import listen, read_until
 
 pytestmark = pytest.mark.integration
 
@@ -135,33 +134,15 @@ def test_hop_by_hop_request_headers_are_removed(backend, graylane, raw_client):
     assert client.request("GET", "/again").status == 200
 
 
-def _listen() -> socket.socket:
-    srv = socket.create_server(("127.0.0.1", 0))
-    srv.settimeout(5)
-    return srv
-
-
-def _read_head(conn: socket.socket) -> bytes:
-    data = b""
-    for _ in range(1000):  # a head arrives in a few reads; each waits at most the socket timeout
-        if b"\r\n\r\n" in data:
-            return data
-        more = conn.recv(65536)
-        if not more:
-            break
-        data += more
-    raise AssertionError(f"no complete request head: {data!r}")
-
-
 def test_hop_by_hop_response_headers_are_removed(graylane, raw_client):
-    with _listen() as upstream:
+    with listen() as upstream:
         proxy = graylane(proxy_config(f"127.0.0.1:{upstream.getsockname()[1]}"))
         client = raw_client(proxy.host, proxy.port, timeout=5)
         client.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
         conn, _ = upstream.accept()
         with conn:
             conn.settimeout(5)
-            _read_head(conn)
+            read_until(conn)
             conn.sendall(
                 b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: secret\r\n"
                 b"Keep-Alive: timeout=30\r\nProxy-Connection: keep-alive\r\nTrailer: X-Sum\r\n"
