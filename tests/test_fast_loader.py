@@ -199,6 +199,18 @@ def test_stale_extension_is_refused_with_a_warning(standin, digest) -> None:
     assert probe.stale and probe.module is None
 
 
+def test_extension_runs_only_with_the_extensions_it_requires(standin, monkeypatch) -> None:
+    twin, install = standin
+    ext = install()
+    monkeypatch.setitem(fast.REQUIRES, "standin", ("http1",))
+    fast._chosen["http1"] = fast.pure("http1")  # as when http1's extension is missing or stale
+    assert fast.load("standin") is twin
+    assert fast.COMPILED["standin"] is False
+    fast._chosen.pop("standin")
+    fast._chosen["http1"] = types.ModuleType("proxy._fast._http1_c")
+    assert fast.load("standin") is ext
+
+
 def test_choice_is_made_once(standin) -> None:
     twin, install = standin
     assert fast.load("standin") is twin

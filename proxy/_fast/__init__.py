@@ -11,6 +11,7 @@ choice is made on first use of a name, not when this package is imported, and th
 - ``GRAYLANE_NO_EXTENSIONS=1`` forces the pure twins (read once, at import).
 - An extension built from another version of X.py (a stale in-place build) is refused with a
   RuntimeWarning: the build records the SHA-256 of the source it compiled.
+- An extension listed in ``REQUIRES`` runs only if the twins it depends on run compiled.
 - ``pure(name)`` and ``compiled(name)`` give each form explicitly, for tests that compare them;
   ``COMPILED`` says which form each name resolved to.
 """
@@ -26,7 +27,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import NamedTuple
 
-__all__ = ["COMPILED", "NO_EXTENSIONS", "compiled", "load", "pure"]
+__all__ = ["COMPILED", "NO_EXTENSIONS", "REQUIRES", "compiled", "load", "pure"]
 
 
 def _env_flag(name: str) -> bool:
@@ -87,11 +88,18 @@ def compiled(name: str) -> ModuleType | None:
     return probe.module
 
 
+# An extension that uses another's C types (a cimport) runs only when that one runs compiled too:
+# it would refuse the objects of the pure twin.
+REQUIRES: dict[str, tuple[str, ...]] = {"exchange": ("http1",)}
+
+
 def load(name: str) -> ModuleType:
     """The form of ``name`` that graylane runs: the extension if allowed and usable, else the twin."""
     module = _chosen.get(name)
     if module is None:
         fast = None if NO_EXTENSIONS else compiled(name)
+        if fast is not None and not all(load(dep) is not pure(dep) for dep in REQUIRES.get(name, ())):
+            fast = None
         module = fast if fast is not None else pure(name)
         _chosen[name] = module
         COMPILED[name] = fast is not None

@@ -761,7 +761,8 @@ def parse_request_head(head: bytes, max_uri: int, max_headers: int) -> RequestHe
                 fault = "malformed Content-Length"
             elif content_length == -3:
                 fault = "differing Content-Length values"
-            length_lines += 2 if b"," in value else 1
+            # find, not "in": bytes.__contains__ first tries the operand as an int (a TypeError per call)
+            length_lines += 2 if value.find(b",") != -1 else 1
         elif code == _F_HOST:
             if host_seen:
                 fault = "more than one Host header"
@@ -951,7 +952,8 @@ def parse_response_head(head: bytes, max_headers: int) -> ResponseHead:
                 fault = "malformed Content-Length"
             elif content_length == -3:
                 fault = "differing Content-Length values"
-            length_lines += 2 if b"," in value else 1
+            # find, not "in": bytes.__contains__ first tries the operand as an int (a TypeError per call)
+            length_lines += 2 if value.find(b",") != -1 else 1
     # Every byte has been looked at: the framing is right.
     if count > max_headers:
         raise error("too many header fields")

@@ -82,7 +82,7 @@ def merge_stats(snapshots: list[dict[str, Any]]) -> Stats:
     """A ``Stats`` whose every counter is the sum over ``snapshots`` (Stats.snapshot() dicts)."""
     merged = Stats()
     for snapshot in snapshots:
-        for name in Stats.__slots__:
+        for name in Stats.FIELDS:
             value = snapshot.get(name)
             if value is None:
                 continue
