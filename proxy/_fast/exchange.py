@@ -163,9 +163,25 @@ class ServerContext:
     """
 
     __slots__ = (
-        "limits", "loop", "stats", "counters", "pools", "mirror", "table", "policies", "access_log",
-        "exporter", "tracing", "health", "connections", "accepting", "out", "draining",
-        "on_connection_closed", "_id_prefix", "_id_counter",
+        "limits",
+        "loop",
+        "stats",
+        "counters",
+        "pools",
+        "mirror",
+        "table",
+        "policies",
+        "access_log",
+        "exporter",
+        "tracing",
+        "health",
+        "connections",
+        "accepting",
+        "out",
+        "draining",
+        "on_connection_closed",
+        "_id_prefix",
+        "_id_counter",
     )
 
     def __init__(self, table: Any, limits: ClientLimits, loop: Any) -> None:
