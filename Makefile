@@ -67,6 +67,10 @@ bench: system-deps venv
 		echo "bench: loadtest/__main__.py does not exist yet"; \
 	fi
 
+.PHONY: bench-memory
+bench-memory: system-deps venv
+	$(BIN)/python -m loadtest.memory $(MEMORY_ARGS)
+
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache $(STAMP)
 	find proxy -name '*.so' -delete
