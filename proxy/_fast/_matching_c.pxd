@@ -4,6 +4,8 @@ cimport cython
 @cython.locals(end=Py_ssize_t, start=Py_ssize_t, cut=Py_ssize_t)
 cpdef object lookup_prefix(dict nodes, bytes path, object root)
 
+cpdef object first_value(object headers, object name)
+
 cpdef bint has_path_prefix(bytes path, bytes prefix)
 
 @cython.locals(close=Py_ssize_t, colon=Py_ssize_t)

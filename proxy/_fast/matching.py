@@ -13,6 +13,7 @@ request path one segment at a time while the prefix so far is a key; the value o
 the deepest key found is the answer: O(depth of the configured prefixes), one dict
 lookup per segment, independent of the number of routes.
 
+``first_value`` reads one header of the parsed list for the matchers and the sticky key.
 The rest splits the request parts that routes may match on (host, cookies, query)
 into the shapes the matchers compare; each is called only when a route needs it.
 
@@ -43,6 +44,18 @@ def lookup_prefix(nodes: dict, path: bytes, root: object) -> object:
         found = value
         start = cut + 1
     return found
+
+
+def first_value(headers: list, name: bytes) -> bytes | None:
+    """The value of the first ``(name, value)`` pair of ``headers`` whose name is ``name``, else None.
+
+    ``headers`` is a request's parsed header list (lower-case names); a scan, not a dict: a
+    request has few headers and routing reads one or two of them.
+    """
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
 
 
 def has_path_prefix(path: bytes, prefix: bytes) -> bool:

@@ -29,13 +29,16 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
+from proxy._fast import load
 from proxy.routing.decision import Target
 from proxy.routing.endpoints import Endpoint, EndpointGroup
-from proxy.routing.matchers import Check, matches
+from proxy.routing.matchers import Check, HeaderCheck, header_checks, matches
 from proxy.routing.sticky import StickyKey
 from proxy.routing.view import RequestView
 
 BUCKETS = 10_000
+
+_first_value = load("matching").first_value
 
 Rand = Callable[[], float]  # uniform in [0, 1), e.g. random.random
 
@@ -61,9 +64,14 @@ def bucket_table(split: Sequence[tuple[int, int]], stable: int) -> Sequence[int]
 
 
 class VersionChoice:
-    """``choose(view) -> (Target, sticky_hash or -1)`` for one route."""
+    """``choose(view)`` -> (Target, sticky_hash or -1) for one route.
 
-    __slots__ = ("rules", "targets", "table", "constant", "sticky", "rand", "needs_view")
+    When every content rule reads request headers only and the sticky key, if any, is a
+    header (the usual canary: a user header and a split sticky on it), ``needs_view`` is
+    False and ``choose_headers(req.headers)`` gives the same answer without a ``RequestView``.
+    """
+
+    __slots__ = ("rules", "targets", "table", "constant", "sticky", "rand", "needs_view", "header_rules")
 
     def __init__(
         self,
@@ -80,7 +88,16 @@ class VersionChoice:
         self.constant = constant  # that version, when table is None
         self.sticky = sticky if table is not None else None  # one version: no key to hash
         self.rand = rand
-        self.needs_view = bool(self.rules) or self.sticky is not None
+        # The rules in header-list form, or None when some check needs more than the headers.
+        header_rules: tuple[tuple[tuple[HeaderCheck, ...], Target], ...] | None = ()
+        for checks, target in self.rules:
+            on_headers = header_checks(checks)
+            if on_headers is None:
+                header_rules = None
+                break
+            header_rules += ((on_headers, target),)
+        self.header_rules = header_rules
+        self.needs_view = header_rules is None or (self.sticky is not None and self.sticky.header is None)
 
     def choose(self, view: RequestView | None) -> tuple[Target, int]:
         for checks, target in self.rules:
@@ -92,6 +109,25 @@ class VersionChoice:
         sticky = self.sticky
         if sticky is not None:
             key = sticky.fetch(view)
+            if key:
+                h = sticky.hash_key(sticky.state, key)
+                return self.targets[table[h % BUCKETS]], h
+        return self.targets[table[int(self.rand() * BUCKETS)]], -1
+
+    def choose_headers(self, headers: list) -> tuple[Target, int]:
+        """``choose`` on the request's header list; only when ``needs_view`` is False."""
+        for checks, target in self.header_rules:
+            for check in checks:  # matches(), inlined
+                if not check(headers):
+                    break
+            else:
+                return target, -1
+        table = self.table
+        if table is None:
+            return self.constant, -1
+        sticky = self.sticky
+        if sticky is not None:
+            key = _first_value(headers, sticky.header)
             if key:
                 h = sticky.hash_key(sticky.state, key)
                 return self.targets[table[h % BUCKETS]], h

@@ -3,11 +3,17 @@
 Everything that depends only on the route and the version (names, ids, header
 plans, the endpoint group, where an empty version's share goes) is a ``Target``,
 built once at config compile. A ``Decision`` is the small per-request object: the
-target, the endpoint, the labels, the sticky hash and the mirror endpoint; its other
-attributes read through to the target.
+target, the endpoint, the labels, the sticky hash and the mirror endpoint, plus copies of
+the target's names, ids and header plans (plain fields: the data plane reads several of
+them per request).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import msgspec
 
 from proxy.routing.endpoints import Endpoint, EndpointGroup
 from proxy.routing.plans import HeaderPlan
@@ -26,6 +32,7 @@ class Target:
         "response_plan",
         "fallback",
         "stats_slot",
+        "new_decision",
     )
 
     def __init__(
@@ -49,51 +56,43 @@ class Target:
         # Index of this (route, version) in the request counters; they outlive reloads,
         # so the server assigns it by name after compiling (proxy.observe.counters).
         self.stats_slot = 0
+        # (endpoint, labels, sticky_hash, mirror) -> Decision: a C-level partial of the Struct
+        # with this target's fields already bound (one call per request, no Python __init__).
+        self.new_decision: Callable[[Endpoint, dict | None, int, Endpoint | None], Decision] = partial(
+            Decision,
+            self,
+            route_name,
+            route_id,
+            self.version_name,
+            self.version_id,
+            request_plan,
+            response_plan,
+        )
 
     def __repr__(self) -> str:
         return f"Target({self.route_name} -> {self.group.service}/{self.version_name})"
 
 
-class Decision:
-    __slots__ = ("target", "endpoint", "labels", "sticky_hash", "mirror")
+class Decision(msgspec.Struct, gc=False, eq=False):
+    """The per-request part: ``target.new_decision(endpoint, labels, sticky_hash, mirror)`` makes one.
 
-    def __init__(
-        self,
-        target: Target,
-        endpoint: Endpoint,
-        labels: dict[str, str] | None,
-        sticky_hash: int,
-        mirror: Endpoint | None,
-    ) -> None:
-        self.target = target
-        self.endpoint = endpoint  # where to send the request
-        self.labels = labels  # request-metadata labels (when the config matches on labels), else None
-        self.sticky_hash = sticky_hash  # the 64-bit sticky hash used for the split, else -1
-        self.mirror = mirror  # where to send a shadow copy, else None
+    The fields that only depend on the target are copies of its values, bound once into
+    ``Target.new_decision``: the data plane reads them as plain fields, not through properties.
+    ``eq=False`` keeps identity comparison and hashing; ``gc=False`` because a decision
+    never takes part in a reference cycle (it refers to config objects and a labels dict).
+    """
 
-    @property
-    def route_name(self) -> str:
-        return self.target.route_name
-
-    @property
-    def route_id(self) -> int:
-        return self.target.route_id
-
-    @property
-    def version_name(self) -> str:
-        return self.target.version_name
-
-    @property
-    def version_id(self) -> int:
-        return self.target.version_id
-
-    @property
-    def request_plan(self) -> HeaderPlan:
-        return self.target.request_plan
-
-    @property
-    def response_plan(self) -> HeaderPlan:
-        return self.target.response_plan
+    target: Target
+    route_name: str
+    route_id: int
+    version_name: str
+    version_id: int
+    request_plan: HeaderPlan
+    response_plan: HeaderPlan
+    endpoint: Endpoint  # where to send the request (the data plane may move a retry to another)
+    labels: dict[str, str] | None  # request-metadata labels (when the config matches on labels), else None
+    sticky_hash: int  # the 64-bit sticky hash used for the split, else -1
+    mirror: Endpoint | None  # where to send a shadow copy, else None
 
     @property
     def mirror_version(self) -> str | None:

@@ -33,8 +33,11 @@ from proxy.routing.problems import Problems
 from proxy.routing.view import RequestView
 
 Check = Callable[[RequestView], bool]
+HeaderCheck = Callable[[list], bool]  # the same test on a request's header list (RequestHead.headers)
 
-_has_path_prefix = load("matching").has_path_prefix
+_matching = load("matching")
+_has_path_prefix = _matching.has_path_prefix
+_first_value = _matching.first_value
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HOST = re.compile(r"(\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\]")
@@ -100,7 +103,7 @@ def compile_match(
             continue
         key = name.lower().encode("latin-1")
         needs.headers.add(key)
-        _add(checks, _string_check(RequestView.header, key, sm, _utf8, where + ("headers", name), problems))
+        _add(checks, _header_check(key, sm, where + ("headers", name), problems))
     for name, sm in match.query.items():
         key = name.encode("utf-8")
         _add(
@@ -210,38 +213,67 @@ def _path_check(kind: str, value: bytes) -> Check:
     return check
 
 
-def _string_check(
-    fetch: Callable, key: object, sm: StringMatch, encode: Callable, where: Path, problems: Problems
-) -> Check | None:
-    """A check on the value ``fetch(view, key)`` (None when absent) against ``sm``."""
+def _string_test(
+    sm: StringMatch, encode: Callable, where: Path, problems: Problems
+) -> tuple[str, object] | None:
+    """(kind, operand) of a StringMatch: ("exact" | "prefix", value), ("regex", fullmatch),
+    ("present" | "absent", None); None after adding a problem."""
     kinds = [kind for kind in ("exact", "prefix", "regex", "present") if getattr(sm, kind) is not None]
     if len(kinds) != 1:
         problems.add(where, "set exactly one of exact, prefix, regex, present")
         return None
     if sm.exact is not None:
-        want = encode(sm.exact)
+        return "exact", encode(sm.exact)
+    if sm.prefix is not None:
+        return "prefix", encode(sm.prefix)
+    if sm.regex is not None:
+        pattern = _compile(encode(sm.regex), where + ("regex",), problems)
+        return None if pattern is None else ("regex", pattern.fullmatch)
+    return ("present" if sm.present else "absent"), None
+
+
+def _string_check(
+    fetch: Callable, key: object, sm: StringMatch, encode: Callable, where: Path, problems: Problems
+) -> Check | None:
+    """A check on the value ``fetch(view, key)`` (None when absent) against ``sm``."""
+    test = _string_test(sm, encode, where, problems)
+    return None if test is None else _value_check(fetch, key, *test)
+
+
+def _header_check(key: bytes, sm: StringMatch, where: Path, problems: Problems) -> Check | None:
+    """A check on the first value of header ``key``; its ``on_headers`` attribute is the same
+    test on the request's header list, for callers that need nothing else from the request."""
+    test = _string_test(sm, _utf8, where, problems)
+    if test is None:
+        return None
+    check = _value_check(RequestView.header, key, *test)
+    check.on_headers = _value_check(_first_value, key, *test)  # type: ignore[attr-defined]
+    return check
+
+
+def _value_check(fetch: Callable, key: object, kind: str, operand: object) -> Check:
+    """``check(x) -> bool`` testing ``fetch(x, key)`` (None when absent) as ``_string_test`` says."""
+    if kind == "exact":
+        want = operand
 
         def check(view: RequestView) -> bool:
             return fetch(view, key) == want
 
-    elif sm.prefix is not None:
-        start = encode(sm.prefix)
+    elif kind == "prefix":
+        start = operand
 
         def check(view: RequestView) -> bool:
             value = fetch(view, key)
             return value is not None and value.startswith(start)
 
-    elif sm.regex is not None:
-        pattern = _compile(encode(sm.regex), where + ("regex",), problems)
-        if pattern is None:
-            return None
-        fullmatch = pattern.fullmatch
+    elif kind == "regex":
+        fullmatch = operand
 
         def check(view: RequestView) -> bool:
             value = fetch(view, key)
             return value is not None and fullmatch(value) is not None
 
-    elif sm.present:
+    elif kind == "present":
 
         def check(view: RequestView) -> bool:
             return fetch(view, key) is not None
@@ -252,6 +284,12 @@ def _string_check(
             return fetch(view, key) is None
 
     return check
+
+
+def header_checks(checks: tuple[Check, ...]) -> tuple[HeaderCheck, ...] | None:
+    """The header-list form of ``checks`` when every one of them reads request headers only, else None."""
+    found = tuple(getattr(check, "on_headers", None) for check in checks)
+    return None if None in found else found  # type: ignore[return-value]
 
 
 def _claim_check(name: str, sm: StringMatch, where: Path, problems: Problems) -> Check | None:

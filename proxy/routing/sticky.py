@@ -21,16 +21,20 @@ from proxy.routing.problems import Problems
 from proxy.routing.view import RequestView
 
 _hashing = load("hashing")
+_first_value = load("matching").first_value
 
 KeyFetch = Callable[[RequestView], "bytes | None"]
 
 
 class StickyKey:
-    __slots__ = ("source", "fetch", "state", "hash_key")
+    __slots__ = ("source", "fetch", "state", "hash_key", "header")
 
-    def __init__(self, source: str, fetch: KeyFetch, salt: bytes) -> None:
+    def __init__(self, source: str, fetch: KeyFetch, salt: bytes, header: bytes | None = None) -> None:
         self.source = source  # "header X-User-ID", "cookie uid", "client_ip" or "claim sub", for humans
         self.fetch = fetch  # view -> key bytes, None (or b"") when the request has none
+        # The lower-case header name when the key is the first value of that header (``fetch``
+        # then reads nothing else, and ``first_value(req.headers, header)`` gives the same key).
+        self.header = header
         self.state = _hashing.salted_state(salt)  # FNV state after salt + b"\0"
         self.hash_key = _hashing.hash_key  # (state, key) -> 64-bit hash
 
@@ -67,12 +71,9 @@ def compile_sticky(
         needs.headers.add(name)
 
         def fetch(view: RequestView) -> bytes | None:
-            for key, value in view.req.headers:  # RequestView.header, inlined
-                if key == name:
-                    return value
-            return None
+            return _first_value(view.req.headers, name)  # RequestView.header without its method call
 
-        return StickyKey(f"header {sticky.header}", fetch, salt)
+        return StickyKey(f"header {sticky.header}", fetch, salt, name)
     if sticky.cookie is not None:
         cookie = sticky.cookie.encode("utf-8")
         needs.headers.add(b"cookie")

@@ -12,12 +12,13 @@ one and the data plane swaps one reference.
 1. candidates = the path index's routes for the path (in config order);
 2. the first candidate whose checks all pass is the route (Istio's first match wins);
    a ``RequestView`` (lazy host/header/cookie/query/label parsing) is built only when
-   a route or its version choice needs more than the path;
+   a route or its version choice needs more than the path (a version choice on headers
+   alone, the usual canary, reads the parsed header list directly);
 3. the route's ``VersionChoice`` picks a ``Target`` (route x version): content rules,
    else the (sticky) split;
 4. an empty version's share goes to the stable version or is a 503 (Service.on_empty_version);
 5. the endpoint is the target group's next (round robin); the mirror, if any, is drawn;
-6. one ``Decision`` is returned.
+6. one ``Decision`` is returned (``Target.new_decision``: one C-level call).
 
 ``decide`` is ``match`` (steps 1-2) then ``choose`` (steps 3-6). A route with policies
 (``auth``, ``rate_limits``: ``proxy.policy``) runs them in between, because they belong
@@ -156,7 +157,26 @@ class RouteTable:
     def decide(self, req: RequestHead, client_ip: str, claims: dict | None = None) -> Decision:
         """Route one request: NoRoute (404) when nothing matches, NoHealthyUpstream (503) when
         neither the chosen version nor its fallback has an endpoint."""
-        route, view = self.match(req, client_ip)
+        # match(), inlined: decide runs once per request.
+        path = req.path
+        candidates = self._exact.get(path)
+        if candidates is None:
+            nodes = self._nodes
+            candidates = _lookup_prefix(nodes, path, self._root) if nodes else self._root
+        view = None
+        for route in candidates:
+            checks = route.checks
+            if not checks:
+                break
+            if view is None:
+                view = RequestView(req, client_ip, self._labels)
+            for check in checks:  # matchers.matches, inlined
+                if not check(view):
+                    break
+            else:
+                break
+        else:
+            raise NoRoute("no route matches the request")
         return self.choose(route, view, req, client_ip, claims)
 
     def match(self, req: RequestHead, client_ip: str) -> tuple[CompiledRoute, RequestView | None]:
@@ -167,7 +187,8 @@ class RouteTable:
         path = req.path
         candidates = self._exact.get(path)
         if candidates is None:
-            candidates = _lookup_prefix(self._nodes, path, self._root)
+            nodes = self._nodes
+            candidates = _lookup_prefix(nodes, path, self._root) if nodes else self._root
         view = None
         for route in candidates:
             checks = route.checks
@@ -200,7 +221,9 @@ class RouteTable:
                 view = RequestView(req, client_ip, self._labels, claims)
             else:
                 view.claims = claims
-        target, sticky_hash = choice.choose(view)
+            target, sticky_hash = choice.choose(view)
+        else:
+            target, sticky_hash = choice.choose_headers(req.headers)
         pick = target.group.next
         if pick is None:
             target = self._fallback(target)
@@ -211,7 +234,7 @@ class RouteTable:
         labels = None
         if self.uses_labels:
             labels = self._labels(req) if view is None else view.labels()
-        return Decision(target, pick(), labels, sticky_hash, mirror)
+        return target.new_decision(pick(), labels, sticky_hash, mirror)
 
     def _fallback(self, target: Target) -> Target:
         fallback = target.fallback

@@ -13,6 +13,7 @@ from proxy._fast import load
 from proxy.http.request import RequestHead
 
 _matching = load("matching")
+_first_value = _matching.first_value
 _normalize_host = _matching.normalize_host
 _parse_cookies = _matching.parse_cookies
 _parse_query = _matching.parse_query
@@ -50,12 +51,9 @@ class RequestView:
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of header ``name`` (lower-case), or None."""
-        # A scan, not a dict: a request has few headers and a route reads one or two
-        # (measured: a scan ~120 ns, building a dict of 6 headers ~440 ns).
-        for key, value in self.req.headers:
-            if key == name:
-                return value
-        return None
+        # A scan (in C when compiled), not a dict: a request has few headers and a route reads
+        # one or two (measured: a Python scan ~120 ns, building a dict of 6 headers ~440 ns).
+        return _first_value(self.req.headers, name)
 
     def cookie(self, name: bytes) -> bytes | None:
         cookies = self._cookies

@@ -68,6 +68,16 @@ def test_normalize_host(m, raw, host):
 
 
 @pytest.mark.parametrize("m", FORMS)
+def test_first_value_is_the_first_value_of_the_name(m):
+    headers = [(b"host", b"a"), (b"x-user-id", b"u1"), (b"x-user-id", b"u2"), (b"empty", b"")]
+    assert m.first_value(headers, b"x-user-id") == b"u1"
+    assert m.first_value(headers, b"empty") == b""
+    assert m.first_value(headers, b"X-User-ID") is None  # names are compared as given (lower-case)
+    assert m.first_value(headers, b"absent") is None
+    assert m.first_value([], b"host") is None
+
+
+@pytest.mark.parametrize("m", FORMS)
 def test_parse_cookies(m):
     header = b'session=abc; uid = "u 1" ; flag; =x; uid=second; empty='
     assert m.parse_cookies(header) == {b"session": b"abc", b"uid": b"u 1", b"empty": b""}
@@ -123,6 +133,16 @@ def test_twins_agree_on_normalize_host(raw):
 def test_twins_agree_on_parsers(data):
     assert FAST.parse_cookies(data) == TWIN.parse_cookies(data)
     assert FAST.parse_query(data) == TWIN.parse_query(data)
+
+
+@pytest.mark.twins
+@twins
+@given(
+    headers=st.lists(st.tuples(st.sampled_from([b"a", b"b", b"host", b""]), any_bytes), max_size=6),
+    name=st.sampled_from([b"a", b"b", b"host", b"", b"c"]),
+)
+def test_twins_agree_on_first_value(headers, name):
+    assert FAST.first_value(headers, name) == TWIN.first_value(headers, name)
 
 
 # --- the walk against the definition ----------------------------------------------

@@ -162,6 +162,38 @@ def test_any_one_byte_change_is_either_still_valid_or_restarts(position, byte):
         assert flags == b"01" and trace_id != TRACE
 
 
+def test_ids_drawn_ahead_leave_out_all_zero_ids(monkeypatch):
+    """Ids come in batches of DRAW from one draw; an all-zero id in a batch is never handed out."""
+    draws = iter([0, (1 << (64 * tracing.DRAW)) - 1, 0, (1 << (128 * tracing.DRAW)) - 1])
+    monkeypatch.setattr(tracing, "_getrandbits", lambda bits: next(draws))
+    monkeypatch.setattr(tracing, "_span_ids", [])
+    monkeypatch.setattr(tracing, "_trace_ids", [])
+    monkeypatch.setattr(tracing, "_pop_span", tracing._span_ids.pop)
+    monkeypatch.setattr(tracing, "_pop_trace", tracing._trace_ids.pop)
+    results = [check_result(next_traceparent(None)) for _ in range(tracing.DRAW)]
+    assert {result[:2] for result in results} == {(b"f" * 32, b"f" * 16)}
+    assert tracing._span_ids == [] and tracing._trace_ids == []
+
+
+def test_a_forked_child_does_not_reuse_ids_drawn_in_the_parent():
+    code = """
+        import os
+        from proxy.observe.tracing import next_traceparent, _span_ids
+        next_traceparent(None)
+        assert _span_ids, "ids are drawn ahead"
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.write(write, b"%d" % len(_span_ids))
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print(os.read(read, 100).decode(), len(_span_ids) > 0)
+    """
+    argv = [sys.executable, "-c", textwrap.dedent(code)]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["0", "True"]
+
+
 def test_cost_is_reported(capsys):
     """The per-request cost, measured and printed (not asserted: machines differ)."""
     number = 100_000

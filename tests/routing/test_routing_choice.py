@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from proxy.errors import NoHealthyUpstream
 from proxy.routing import RouteTable
 from proxy.routing.choice import BUCKETS, bucket_table
+from proxy.routing.view import RequestView
 
 THREE = {
     "shop": {
@@ -237,6 +238,53 @@ def test_a_rule_wins_over_a_sticky_split(make_config, make_request):
     assert table.decide(make_request(b"/", headers=[(b"x-user-id", b"user_gray_3")]), IP).version_name == "v2"
 
 
+HEADER_RULES = [
+    {"match": {"headers": {"X-User-ID": {"regex": r"^user_gray_\d+$"}}}, "version": "v2"},
+    {"match": {"headers": {"X-Canary": {"exact": "always"}, "X-Beta": {"present": True}}}, "version": "v3"},
+    {"match": {"headers": {"X-Tier": {"prefix": "gold"}, "X-Block": {"present": False}}}, "version": "v3"},
+]
+header_names = st.sampled_from([b"x-user-id", b"x-canary", b"x-beta", b"x-tier", b"x-block", b"accept"])
+header_values = st.sampled_from([b"", b"user_gray_1", b"user_gray_", b"user_9", b"always", b"gold", b"gilt"])
+request_headers = st.lists(st.tuples(header_names, header_values), max_size=6)
+
+
+@pytest.mark.parametrize("sticky", [None, {"header": "X-User-ID"}])
+def test_header_only_choice_needs_no_view(make_config, sticky):
+    extra = {} if sticky is None else {"sticky": sticky}
+    route = split_route({"v1": 90, "v2": 10}, rules=HEADER_RULES, **extra)
+    assert not RouteTable(make_config([route], services=THREE)).routes[0].choice.needs_view
+
+
+@pytest.mark.parametrize(
+    ("rule", "sticky"),
+    [
+        ({"cookies": {"gray": {"exact": "1"}}}, None),
+        ({"query": {"gray": {"exact": "1"}}}, None),
+        ({"labels": {"cohort": {"exact": "beta"}}}, None),
+        ({"methods": ["POST"]}, None),
+        ({"headers": {"X-User-ID": {"exact": "u"}}}, {"cookie": "uid"}),
+        ({"headers": {"X-User-ID": {"exact": "u"}}}, {"client_ip": True}),
+    ],
+)
+def test_a_choice_reading_more_than_headers_needs_the_view(make_config, rule, sticky):
+    extra = {} if sticky is None else {"sticky": sticky}
+    rules = [{"match": rule, "version": "v2"}]
+    table = RouteTable(make_config([split_route({"v1": 90, "v2": 10}, rules=rules, **extra)], services=THREE))
+    assert table.routes[0].choice.needs_view
+
+
+@given(headers=request_headers)
+def test_header_list_choice_equals_the_view_choice(make_config, make_request, headers):
+    """``choose_headers`` (no RequestView) gives what ``choose`` on a view gives, sticky hash included."""
+    route = split_route({"v1": 90, "v2": 10}, rules=HEADER_RULES, sticky={"header": "X-User-ID"})
+    # Two tables with the same seed: a request without a key draws the same random bucket in both.
+    by_view, by_headers = (RouteTable(make_config([route], services=THREE), seed=7) for _ in range(2))
+    req = make_request(b"/", headers=headers)
+    target, sticky_hash = by_view.routes[0].choice.choose(RequestView(req, IP, lambda req: None))
+    same_target, same_hash = by_headers.routes[0].choice.choose_headers(req.headers)
+    assert (same_target.version_name, same_hash) == (target.version_name, sticky_hash)
+
+
 # --- empty versions --------------------------------------------------------------------------
 
 
@@ -324,6 +372,14 @@ def test_decision_fields(make_config, make_request):
     )
     assert (endpoint.service, endpoint.version, endpoint.pool.max_idle) == ("shop", "v2", 3)
     assert decision.labels is None and decision.mirror is None and decision.mirror_version is None
+    target = decision.target
+    assert (decision.route_name, decision.route_id) == (target.route_name, target.route_id)
+    assert (decision.version_name, decision.version_id) == (target.version_name, target.version_id)
+    assert decision.request_plan is target.request_plan and decision.response_plan is target.response_plan
+    assert repr(decision) == (
+        "Decision(route='r', version='v2', endpoint='b.internal:81', sticky_hash=-1, mirror=None)"
+    )
+    assert decision != table.decide(make_request(b"/x"), IP)  # each request has its own decision
     v1 = table.group("shop", "v1").endpoints[0]
     assert (v1.host, v1.address, v1.key) == ("::1", "[::1]:8080", ("::1", 8080))
     other = table.decide(make_request(b"/o"), IP).endpoint
