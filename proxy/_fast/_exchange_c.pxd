@@ -19,6 +19,15 @@ cdef int R_NONE, R_LENGTH, R_CHUNKED, R_CLOSE
 cdef int P_UPSTREAM_FULL, P_PIPELINE, P_CONNECTING, P_POLICY
 cdef Py_ssize_t MAX_RESPONSE_HEAD, MAX_PENDING, MAX_CONNECT_RETRIES, RESPONSE_MAX_HEADERS
 cdef bytes CRLF
+cdef tuple HEX_PAIRS
+
+
+cdef class RequestCounters:
+    cdef public dict _index, _connect
+    cdef public list _keys, _codes, _buckets, _seconds, _bytes_in, _bytes_out
+
+    @cython.locals(codes=dict, buckets=list)
+    cpdef record(self, Py_ssize_t slot, int status, double seconds, object bytes_in, object bytes_out)
 
 
 cdef class Stats:
@@ -30,19 +39,21 @@ cdef class Stats:
 
 cdef class ServerContext:
     cdef public Stats stats
-    cdef public object limits, loop, counters, mirror, table, policies, access_log, exporter
+    cdef public RequestCounters counters
+    cdef public object limits, loop, mirror, table, policies, access_log, exporter
     cdef public object health, on_connection_closed
     cdef public PoolRegistry pools
     cdef public bint tracing, draining
     cdef public set connections
     cdef public Py_ssize_t accepting
     cdef public list out
-    cdef public bytes _id_prefix
+    cdef public bytes _id_prefix, _id_block
     cdef public unsigned long long _id_counter
 
     cpdef send(self, object transport, bytes data)
     @cython.locals(out=list, i=Py_ssize_t)
     cpdef flush(self)
+    @cython.locals(counter=cython.ulonglong, low=Py_ssize_t)
     cpdef bytes new_request_id(self)
 
 
@@ -88,7 +99,7 @@ cdef class Downstream:
     cdef public bint writing_paused, client_eof, reused, retried, req_done, sent_continue, close_after
     cdef public bint resp_started, resp_chunk, upstream_reusable, trace_continued, upstream_attached, waiting
     cdef public double deadline, t_start, t_sent
-    cdef public bytes buf, xff_tail, proto_line, request_id, resp_buf, claim_headers
+    cdef public bytes buf, xff_tail, proto_line, forwarded_lines, request_id, resp_buf, claim_headers
     cdef public object retry_head, trace_out
     cdef public long long exchange, body_remaining, resp_remaining, bytes_in, bytes_out
     cdef public Py_ssize_t pending_bytes

@@ -92,8 +92,9 @@ class OutlierDetector:
     def record(self, endpoint: Endpoint, ok: bool) -> None:
         """One finished attempt at ``endpoint``: ok, or a 5xx / connect failure."""
         if ok:
-            if endpoint in self._failing:
-                del self._failing[endpoint]
+            failing = self._failing
+            if failing and endpoint in failing:  # usually empty: skip hashing the endpoint
+                del failing[endpoint]
             return
         self._failed(endpoint)
 

@@ -31,16 +31,14 @@ MAX_KEYS_PER_LIMIT = 100_000  # local buckets kept per limit (bounded memory)
 class PolicyTable:
     """``routes[route_id]``: the RoutePolicy of that route, or None when it has none."""
 
-    __slots__ = ("routes", "jwks_urls", "redis")
+    __slots__ = ("routes", "jwks_urls", "redis", "empty")
 
     def __init__(self, routes: list[RoutePolicy | None], jwks_urls: set[str], redis: RedisLimiter | None):
         self.routes = tuple(routes)
         self.jwks_urls = frozenset(jwks_urls)
         self.redis = redis
-
-    @property
-    def empty(self) -> bool:
-        return all(policy is None for policy in self.routes)
+        # No route has a policy: read on every request, so computed once here.
+        self.empty = all(policy is None for policy in self.routes)
 
 
 class PolicyRuntime:
