@@ -191,7 +191,7 @@ class AccessLog(_Base):
     enabled: bool = True
     path: str | None = None  # None or "-": standard output; a file is opened in append mode
     flush_interval: Duration = Duration(0.2)  # pending lines are written at least this often
-    max_batch: int = 512  # ... and as soon as this many are pending
+    max_batch: int = 64  # ... and as soon as this many are pending (a bigger batch stalls the loop longer)
 
 
 class Tracing(_Base):
