@@ -33,7 +33,7 @@ cdef class RequestHead:
 
 
 cdef class ResponseHead:
-    cdef public object status, http_minor, reason, headers, content_length, chunked, keep_alive
+    cdef public object status, http_minor, reason, head, content_length, chunked, keep_alive
     cdef public object upgrade, forward_headers, verbatim
 
 

@@ -25,7 +25,7 @@ pytestmark = [
 ]
 
 REQUEST_SLOTS = RequestHead.__slots__
-RESPONSE_SLOTS = TWIN.ResponseHead.__slots__
+RESPONSE_SLOTS = (*TWIN.ResponseHead.__slots__, "headers")  # headers: a property built from head
 
 
 def outcome(call, slots):
