@@ -20,13 +20,15 @@ cdef int P_UPSTREAM_FULL, P_PIPELINE, P_CONNECTING, P_POLICY
 cdef Py_ssize_t MAX_RESPONSE_HEAD, MAX_PENDING, MAX_CONNECT_RETRIES, RESPONSE_MAX_HEADERS
 cdef bytes CRLF
 cdef tuple HEX_PAIRS
+cdef double BOUND_VALUES[13]
+cdef Py_ssize_t LAST_BOUND
 
 
 cdef class RequestCounters:
     cdef public dict _index, _connect
     cdef public list _keys, _codes, _buckets, _seconds, _bytes_in, _bytes_out
 
-    @cython.locals(codes=dict, buckets=list)
+    @cython.locals(codes=dict, bucket=Py_ssize_t)
     cpdef record(self, Py_ssize_t slot, int status, double seconds, object bytes_in, object bytes_out)
 
 
@@ -110,7 +112,7 @@ cdef class Downstream:
 
     cdef _reset_exchange(self)
 
-    @cython.locals(end=Py_ssize_t, size=Py_ssize_t, buf=bytes, req=RequestHead)
+    @cython.locals(end=Py_ssize_t, size=Py_ssize_t, buf=bytes, req=RequestHead, path=bytes)
     cdef _next_request(self)
     @cython.locals(ctx=ServerContext)
     cdef _begin(self, RequestHead req)
@@ -131,7 +133,7 @@ cdef class Downstream:
     cdef _upstream_write_paused(self, bint paused)
     cdef _upstream_data(self, bytes data)
 
-    @cython.locals(end=Py_ssize_t, size=Py_ssize_t, status=int, mode=int, line_end=Py_ssize_t, keep=bint,
+    @cython.locals(end=Py_ssize_t, size=Py_ssize_t, status=int, mode=int, keep=bint,
                    req=RequestHead, resp=ResponseHead, buf=bytes, rest=bytes, parts=list, timeout=double)
     cdef _response_head(self, bytes data)
 

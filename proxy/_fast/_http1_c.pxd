@@ -34,7 +34,7 @@ cdef class RequestHead:
 
 cdef class ResponseHead:
     cdef public object status, http_minor, reason, head, content_length, chunked, keep_alive
-    cdef public object upgrade, forward_headers, verbatim
+    cdef public object upgrade, forward_headers, verbatim, status_line
 
 
 @cython.locals(stop=Py_ssize_t, i=Py_ssize_t)

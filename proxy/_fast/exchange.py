@@ -49,7 +49,6 @@ import math
 import os
 import socket
 import time
-from bisect import bisect_left
 from collections.abc import Iterable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -104,6 +103,8 @@ MAX_PENDING = 256 * 1024
 MAX_CONNECT_RETRIES = 2  # other endpoints tried when a connect fails (nothing was sent yet)
 RESPONSE_MAX_HEADERS = 256
 HEX_PAIRS = tuple(b"%02x" % i for i in range(256))
+BOUND_VALUES = BOUNDS  # the latency bucket bounds (proxy.observe.snapshot), a C array when compiled
+LAST_BOUND = len(BOUNDS) - 1
 
 parse_request_head = http1.parse_request_head
 parse_response_head = http1.parse_response_head
@@ -161,7 +162,14 @@ class RequestCounters:
         """Count one finished request: its status, duration, request body bytes and response bytes."""
         codes = self._codes[slot]
         codes[status] = codes.get(status, 0) + 1
-        self._buckets[slot][bisect_left(BOUNDS, seconds)] += 1
+        # The first bound >= seconds (bisect_left), searched from the fast end: most requests
+        # stop at the first bound or two, and compiled this is a C loop over C doubles.
+        bucket = 0
+        while bucket < LAST_BOUND and seconds > BOUND_VALUES[bucket]:
+            bucket += 1
+        if seconds > BOUND_VALUES[bucket]:
+            bucket += 1
+        self._buckets[slot][bucket] += 1
         self._seconds[slot] += seconds
         self._bytes_in[slot] += bytes_in
         self._bytes_out[slot] += bytes_out
@@ -840,7 +848,9 @@ class Downstream:
             deadline = now + settings.response_head_timeout
             if deadline < self.deadline:
                 self.deadline = deadline
-        pool = ctx.pools.get(endpoint.host, endpoint.port, settings)
+        pool = endpoint.connections
+        if pool is None:
+            pool = endpoint.connections = ctx.pools.get(endpoint.host, endpoint.port, settings)
         self.pool = pool
         conn = pool.acquire()
         if conn is not None:
@@ -1060,7 +1070,7 @@ class Downstream:
         if status < 200 and status != 101:
             # Interim responses go to HTTP/1.1 clients, except a 100 we already sent ourselves.
             if req.http_minor == 1 and not (status == 100 and self.sent_continue):
-                line = b"HTTP/1.1" + buf[8 : buf.find(CRLF) + 2]
+                line = b"HTTP/1.1" + resp.status_line[8:]
                 self.ctx.send(self.transport, line + resp.forward_headers + CRLF)
             if rest:
                 self._response_head(rest)
@@ -1073,7 +1083,7 @@ class Downstream:
             return
         self.status = status
         health = self.ctx.health
-        if health is not None:
+        if health is not None and (status >= 500 or health.failing):
             health.record(self.decision.endpoint, status < 500)
         if req.method == b"HEAD" or status == 204 or status == 304:
             mode = R_NONE
@@ -1092,12 +1102,12 @@ class Downstream:
             timeout = self.decision.endpoint.pool.request_timeout
             self._arm(T_RESPONSE, timeout - (perf_counter() - self.t_start) if timeout > 0 else math.inf)
 
-        line_end = buf.find(CRLF) + 2
         headers = resp.forward_headers
         plan = self.decision.target.response_plan
         if plan.remove:
             headers = http1.drop_header_lines(headers, plan.remove)
-        parts = [buf[:line_end] if resp.http_minor == 1 else b"HTTP/1.1" + buf[8:line_end], headers]
+        status_line = resp.status_line
+        parts = [status_line if resp.http_minor == 1 else b"HTTP/1.1" + status_line[8:], headers]
         keep = not self.close_after and self.ctx.draining is False
         if mode in (R_CHUNKED, R_CLOSE):
             if req.http_minor == 1:
@@ -1172,10 +1182,9 @@ class Downstream:
             self._response_done()
 
     def _start_tunnel(self, buf: bytes, resp: Any, rest: bytes) -> None:
-        line_end = buf.find(CRLF) + 2
         head = b"".join(
             (
-                buf[:line_end],
+                resp.status_line,
                 resp.forward_headers,
                 b"Connection: upgrade\r\nUpgrade: ",
                 resp.upgrade or self.req.upgrade,

@@ -292,6 +292,7 @@ class ResponseHead:
         "http_minor",  # 0 or 1
         "reason",  # bytes
         "head",  # bytes: the whole head as received (``headers`` is read from it when asked for)
+        "status_line",  # bytes: the status line as received, with its CRLF
         "content_length",  # int, -1 when absent
         "chunked",  # bool
         "keep_alive",  # bool: the upstream lets us reuse the connection
@@ -995,6 +996,7 @@ def parse_response_head(head: bytes, max_headers: int) -> ResponseHead:
     resp.http_minor = minor
     resp.reason = reason
     resp.head = head
+    resp.status_line = data[: eol + 2]
     resp.content_length = content_length
     resp.chunked = chunked
     resp.keep_alive = keep_alive

@@ -32,6 +32,7 @@ class HealthMonitor:
         self.active = ActiveChecks(self._health_changed)
         # The data plane's call: bound once, no extra frame per request.
         self.record = self.outlier.record
+        self.failing = self.outlier.failing  # the same dict, never replaced: see record's callers
         self._targets: dict[EndpointKey, Target] = {}
         self._started = False
         self._wake: asyncio.Event | None = None

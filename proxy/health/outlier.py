@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 ``record(endpoint, ok)`` runs once per finished upstream attempt, so its common case is
 one dict membership test: only endpoints that are failing right now are in
-``_failing`` (endpoint object -> failures in a row), and a success removes them.
+``failing`` (endpoint object -> failures in a row), and a success removes them.
 
 When an endpoint reaches ``consecutive_errors`` failures in a row (5xx answers or
 failed connects: the caller decides what ``ok`` means) it is ejected for
@@ -65,7 +65,9 @@ class OutlierDetector:
         self.on_change = on_change
         self._settings: dict[str, Outlier] = {}  # service -> settings (services without: absent)
         self._members: dict[tuple[str, str], int] = {}  # (service, version) -> endpoint count
-        self._failing: dict[Endpoint, int] = {}
+        # Endpoints with failures in a row, and how many; public so that the data plane can skip
+        # calling record() for a success while it is empty (the usual case).
+        self.failing: dict[Endpoint, int] = {}
         self.ejected: dict[EndpointKey, Ejection] = {}
         self._times: dict[EndpointKey, int] = {}  # ejections so far
         self._back_at: dict[EndpointKey, float] = {}  # when an ejected endpoint came back
@@ -83,7 +85,7 @@ class OutlierDetector:
         self._members = {}
         for key in known:
             self._members[key[:2]] = self._members.get(key[:2], 0) + 1
-        self._failing.clear()
+        self.failing.clear()
         for key in [k for k in self.ejected if k[0] not in self._settings or k not in known]:
             self._restore(key, self.clock())
 
@@ -92,7 +94,7 @@ class OutlierDetector:
     def record(self, endpoint: Endpoint, ok: bool) -> None:
         """One finished attempt at ``endpoint``: ok, or a 5xx / connect failure."""
         if ok:
-            failing = self._failing
+            failing = self.failing
             if failing and endpoint in failing:  # usually empty: skip hashing the endpoint
                 del failing[endpoint]
             return
@@ -104,11 +106,11 @@ class OutlierDetector:
         settings = self._settings.get(endpoint.service)
         if settings is None:
             return
-        count = self._failing.get(endpoint, 0) + 1
+        count = self.failing.get(endpoint, 0) + 1
         if count < settings.consecutive_errors:
-            self._failing[endpoint] = count
+            self.failing[endpoint] = count
             return
-        self._failing.pop(endpoint, None)
+        self.failing.pop(endpoint, None)
         self._eject(endpoint_key(endpoint), settings)
 
     def _eject(self, key: EndpointKey, settings: Outlier) -> None:

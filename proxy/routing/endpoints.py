@@ -11,7 +11,7 @@ from proxy.config.schema import Pool
 class Endpoint:
     """One upstream ``host:port`` of one version of a service; shared by every route using it."""
 
-    __slots__ = ("host", "port", "address", "key", "service", "version", "pool")
+    __slots__ = ("host", "port", "address", "key", "service", "version", "pool", "connections")
 
     def __init__(self, host: str, port: int, service: str, version: str, pool: Pool) -> None:
         self.host = host  # without brackets, ready for socket calls
@@ -21,6 +21,8 @@ class Endpoint:
         self.service = service
         self.version = version
         self.pool = pool  # the schema Pool in effect for the service
+        # The EndpointPool of this endpoint's connections, looked up by the data plane on first use.
+        self.connections = None
 
     def __repr__(self) -> str:
         return f"Endpoint({self.service}/{self.version} {self.address})"

@@ -59,14 +59,14 @@ def test_a_success_resets_the_run(world):
     detector.record(v1[0], True)
     fail(detector, v1[0], 2)
     assert changes == []
-    assert detector._failing == {v1[0]: 2}
+    assert detector.failing == {v1[0]: 2}
 
 
 def test_successes_leave_nothing_behind(world):
     detector, _, _, v1, _ = world
     for _ in range(100):
         detector.record(v1[1], True)
-    assert detector._failing == {}
+    assert detector.failing == {}
 
 
 def test_ejection_time_grows_with_each_ejection_and_is_capped(world):
@@ -129,7 +129,7 @@ def test_services_without_settings_are_ignored(world):
     detector, _, changes, _, _ = world
     other = endpoints("v1", 1, service="other")[0]
     fail(detector, other, 50)
-    assert changes == [] and detector._failing == {}
+    assert changes == [] and detector.failing == {}
 
 
 def test_late_failures_of_an_ejected_endpoint_change_nothing(world):
