@@ -71,7 +71,9 @@ class VersionChoice:
     False and ``choose_headers(req.headers)`` gives the same answer without a ``RequestView``.
     """
 
-    __slots__ = ("rules", "targets", "table", "constant", "sticky", "rand", "needs_view", "header_rules")
+    __slots__ = (
+        "rules", "targets", "table", "constant", "sticky", "rand", "needs_view", "header_rules", "fixed",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -98,6 +100,8 @@ class VersionChoice:
             header_rules += ((on_headers, target),)
         self.header_rules = header_rules
         self.needs_view = header_rules is None or (self.sticky is not None and self.sticky.header is None)
+        # One version and no rule: the answer needs nothing from the request.
+        self.fixed = constant if table is None and not self.rules else None
 
     def choose(self, view: RequestView | None) -> tuple[Target, int]:
         for checks, target in self.rules:

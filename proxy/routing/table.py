@@ -216,7 +216,10 @@ class RouteTable:
         """The version and endpoint for a matched route; ``claims`` are the route's verified JWT
         claims (``Identity.route_claims``) for content rules and a sticky claim."""
         choice = route.choice
-        if choice.needs_view:
+        target = choice.fixed
+        if target is not None:
+            sticky_hash = -1
+        elif choice.needs_view:
             if view is None:
                 view = RequestView(req, client_ip, self._labels, claims)
             else:
