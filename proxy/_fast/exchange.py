@@ -701,7 +701,7 @@ class Downstream:
     def _next_request(self) -> None:
         buf = self.buf
         # RFC 9112 2.2: ignore empty lines before a request line.
-        while buf[:2] == CRLF:
+        while len(buf) >= 2 and buf[0] == 13 and buf[1] == 10:  # a CRLF, read without slicing
             buf = buf[2:]
         end = buf.find(b"\r\n\r\n")
         if end == -1:
