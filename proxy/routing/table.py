@@ -157,26 +157,7 @@ class RouteTable:
     def decide(self, req: RequestHead, client_ip: str, claims: dict | None = None) -> Decision:
         """Route one request: NoRoute (404) when nothing matches, NoHealthyUpstream (503) when
         neither the chosen version nor its fallback has an endpoint."""
-        # match(), inlined: decide runs once per request.
-        path = req.path
-        candidates = self._exact.get(path)
-        if candidates is None:
-            nodes = self._nodes
-            candidates = _lookup_prefix(nodes, path, self._root) if nodes else self._root
-        view = None
-        for route in candidates:
-            checks = route.checks
-            if not checks:
-                break
-            if view is None:
-                view = RequestView(req, client_ip, self._labels)
-            for check in checks:  # matchers.matches, inlined
-                if not check(view):
-                    break
-            else:
-                break
-        else:
-            raise NoRoute("no route matches the request")
+        route, view = self.match(req, client_ip)
         return self.choose(route, view, req, client_ip, claims)
 
     def match(self, req: RequestHead, client_ip: str) -> tuple[CompiledRoute, RequestView | None]:
