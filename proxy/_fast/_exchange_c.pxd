@@ -20,7 +20,7 @@ cdef int P_UPSTREAM_FULL, P_PIPELINE, P_CONNECTING, P_POLICY
 cdef Py_ssize_t MAX_RESPONSE_HEAD, MAX_PENDING, MAX_CONNECT_RETRIES, RESPONSE_MAX_HEADERS
 cdef bytes CRLF
 cdef tuple HEX_PAIRS
-cdef double BOUND_VALUES[13]
+cdef double BOUND_VALUES[13]  # len(BOUNDS): a different length fails the module's import
 cdef Py_ssize_t LAST_BOUND
 
 
@@ -77,6 +77,8 @@ cdef class PoolRegistry:
 
     @cython.locals(pool=EndpointPool)
     cpdef EndpointPool get(self, object host, object port, object settings)
+    @cython.locals(pool=EndpointPool)
+    cpdef EndpointPool for_endpoint(self, object endpoint)
 
 
 cdef class Upstream:
@@ -93,7 +95,7 @@ cdef class Upstream:
 
 cdef class Downstream:
     cdef public ServerContext ctx
-    cdef public object loop, transport, limits, client_ip
+    cdef public object loop, transport, client_ip
     cdef public double head_timeout, keepalive_timeout
     cdef public Py_ssize_t max_header_bytes, max_uri_bytes
     cdef public object max_headers
@@ -139,7 +141,7 @@ cdef class Downstream:
 
     @cython.locals(mode=int, done=bint, remaining=cython.longlong, used=Py_ssize_t)
     cdef _response_body(self, bytes data, bytes head=*)
-    cdef _start_tunnel(self, bytes buf, ResponseHead resp, bytes rest)
+    cdef _start_tunnel(self, ResponseHead resp, bytes rest)
     cdef _upstream_lost(self, Upstream conn)
     @cython.locals(conn=Upstream)
     cdef _response_done(self)

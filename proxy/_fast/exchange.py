@@ -425,6 +425,13 @@ class PoolRegistry:
             pool = self.pools[key] = EndpointPool(host, port, settings, self.stats)
         return pool
 
+    def for_endpoint(self, endpoint: Any) -> EndpointPool:
+        """The pool of a routing ``Endpoint``, remembered on it (one attribute read per request)."""
+        pool = endpoint.connections
+        if pool is None:
+            pool = endpoint.connections = self.get(endpoint.host, endpoint.port, endpoint.pool)
+        return pool
+
     def keep_only(self, keys: set[tuple[str, int]], settings: dict[tuple[str, int], PoolSettings]) -> None:
         """After a reload: retire pools of endpoints that left, update the settings of the others."""
         for key in list(self.pools):
@@ -527,8 +534,7 @@ class Downstream:
         "xff_tail",
         "proto_line",
         "forwarded_lines",  # X-Forwarded-For and -Proto when the client sent no X-Forwarded-For
-        "limits",
-        # the limits this connection reads on every request, copied from ``limits``
+        # the limits this connection reads on every request, copied from ctx.limits
         "head_timeout",
         "keepalive_timeout",
         "max_header_bytes",
@@ -574,7 +580,7 @@ class Downstream:
     def __init__(self, ctx: ServerContext, scheme: bytes) -> None:
         self.ctx = ctx
         self.loop = ctx.loop
-        limits = self.limits = ctx.limits
+        limits = ctx.limits
         self.head_timeout = limits.request_head_timeout
         self.keepalive_timeout = limits.keepalive_timeout
         self.max_header_bytes = limits.max_header_bytes
@@ -848,9 +854,7 @@ class Downstream:
             deadline = now + settings.response_head_timeout
             if deadline < self.deadline:
                 self.deadline = deadline
-        pool = endpoint.connections
-        if pool is None:
-            pool = endpoint.connections = ctx.pools.get(endpoint.host, endpoint.port, settings)
+        pool = ctx.pools.for_endpoint(endpoint)
         self.pool = pool
         conn = pool.acquire()
         if conn is not None:
@@ -992,7 +996,7 @@ class Downstream:
                 attempts += 1
                 ctx.stats.retries += 1
                 decision.endpoint = other
-                pool = self.pool = ctx.pools.get(other.host, other.port, other.pool)
+                pool = self.pool = ctx.pools.for_endpoint(other)
                 conn = pool.acquire()
                 if conn is not None:
                     break
@@ -1079,7 +1083,7 @@ class Downstream:
             if req.upgrade is None:
                 self._upstream_failed(UpstreamProtocolError("101 without an upgrade request"))
             else:
-                self._start_tunnel(buf, resp, rest)
+                self._start_tunnel(resp, rest)
             return
         self.status = status
         health = self.ctx.health
@@ -1181,7 +1185,7 @@ class Downstream:
         if done:
             self._response_done()
 
-    def _start_tunnel(self, buf: bytes, resp: Any, rest: bytes) -> None:
+    def _start_tunnel(self, resp: Any, rest: bytes) -> None:
         head = b"".join(
             (
                 resp.status_line,

@@ -107,16 +107,8 @@ class VersionChoice:
         for checks, target in self.rules:
             if matches(checks, view):
                 return target, -1
-        table = self.table
-        if table is None:
-            return self.constant, -1
         sticky = self.sticky
-        if sticky is not None:
-            key = sticky.fetch(view)
-            if key:
-                h = sticky.hash_key(sticky.state, key)
-                return self.targets[table[h % BUCKETS]], h
-        return self.targets[table[int(self.rand() * BUCKETS)]], -1
+        return self._split(sticky.fetch(view) if sticky is not None else None)
 
     def choose_headers(self, headers: list) -> tuple[Target, int]:
         """``choose`` on the request's header list; only when ``needs_view`` is False."""
@@ -126,15 +118,18 @@ class VersionChoice:
                     break
             else:
                 return target, -1
+        sticky = self.sticky
+        return self._split(_first_value(headers, sticky.header) if sticky is not None else None)
+
+    def _split(self, key: bytes | None) -> tuple[Target, int]:
+        """The split's version: by the sticky ``key`` when there is one, else at random."""
         table = self.table
         if table is None:
             return self.constant, -1
-        sticky = self.sticky
-        if sticky is not None:
-            key = _first_value(headers, sticky.header)
-            if key:
-                h = sticky.hash_key(sticky.state, key)
-                return self.targets[table[h % BUCKETS]], h
+        if key:
+            sticky = self.sticky
+            h = sticky.hash_key(sticky.state, key)
+            return self.targets[table[h % BUCKETS]], h
         return self.targets[table[int(self.rand() * BUCKETS)]], -1
 
 
