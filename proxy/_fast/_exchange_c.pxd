@@ -11,7 +11,14 @@
 # without the PyErr_Occurred check a `void ... except *` would add after every call.
 cimport cython
 
-from proxy._fast._http1_c cimport RequestHead, ResponseHead
+from proxy._fast._http1_c cimport (
+    RequestHead,
+    ResponseHead,
+    drop_header_lines,
+    find_head_end,
+    parse_request_head,
+    parse_response_head,
+)
 
 cdef int IDLE, ACTIVE, TUNNEL, CLOSED
 cdef int T_NONE, T_KEEPALIVE, T_HEAD, T_RESPONSE
@@ -102,7 +109,7 @@ cdef class Downstream:
     cdef public int state, paused, timer, resp_mode, status
     cdef public bint writing_paused, client_eof, reused, retried, req_done, sent_continue, close_after
     cdef public bint resp_started, resp_chunk, upstream_reusable, trace_continued, upstream_attached, waiting
-    cdef public double deadline, t_start, t_sent
+    cdef public double deadline, t_start, t_sent, t_done
     cdef public bytes buf, xff_tail, proto_line, forwarded_lines, request_id, resp_buf, claim_headers
     cdef public object retry_head, trace_out
     cdef public long long exchange, body_remaining, resp_remaining, bytes_in, bytes_out
@@ -131,12 +138,13 @@ cdef class Downstream:
     cdef bytes _request_body(self, bytes data)
     cdef _send_up(self, bytes data)
     cdef _other_endpoint(self, object failed, int attempts)
-    cdef _attach(self, Upstream conn, bint reused)
+    cdef _attach(self, Upstream conn, bint reused, double now)
     cdef _upstream_write_paused(self, bint paused)
     cdef _upstream_data(self, bytes data)
 
     @cython.locals(end=Py_ssize_t, size=Py_ssize_t, status=int, mode=int, keep=bint,
-                   req=RequestHead, resp=ResponseHead, buf=bytes, rest=bytes, parts=list, timeout=double)
+                   req=RequestHead, resp=ResponseHead, buf=bytes, rest=bytes, parts=list, timeout=double,
+                   remaining=cython.longlong, out=bytes)
     cdef _response_head(self, bytes data)
 
     @cython.locals(mode=int, done=bint, remaining=cython.longlong, used=Py_ssize_t)
@@ -152,9 +160,14 @@ cdef class Downstream:
     cdef _drop_upstream(self)
 
     @cython.locals(ctx=ServerContext, now=double, started=double, duration=double, sent=double, req=RequestHead)
-    cdef _account(self, int status, str flag=*)
+    cdef _account(self, int status, str flag=*, double now=*)
     cdef _close(self)
     cdef _pause(self, int reason)
     cdef _resume(self, int reason)
     cdef _arm(self, int kind, double seconds)
     cdef _arm_min(self, int kind, double seconds)
+
+cdef bint _COMPILED
+
+@cython.locals(data=cython.p_const_uchar, i=Py_ssize_t, n=Py_ssize_t, c=cython.uchar)
+cdef bint _may_have_dot_segment(bytes path) except -1

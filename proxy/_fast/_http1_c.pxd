@@ -117,6 +117,15 @@ cdef bytes _method(const unsigned char* data, Py_ssize_t end)
 
 cdef bint _is_complete(const unsigned char* data, Py_ssize_t n) noexcept
 
+@cython.locals(i=Py_ssize_t)
+cdef bint _contains(const unsigned char* data, Py_ssize_t start, Py_ssize_t end, Py_ssize_t c) noexcept
+
+cdef bint _COMPILED
+
+# The exchange calls it directly (cimport): a C call per head read.
+@cython.locals(data=cython.p_const_uchar, n=Py_ssize_t, i=Py_ssize_t, c=cython.uchar)
+cpdef Py_ssize_t find_head_end(bytes buf) except -2
+
 @cython.locals(data=cython.p_const_uchar, n=Py_ssize_t, spaces=Py_ssize_t, sp1=Py_ssize_t,
                sp2=Py_ssize_t, i=Py_ssize_t, c=cython.uchar, eol=Py_ssize_t, target_end=Py_ssize_t,
                tstart=Py_ssize_t, question=Py_ssize_t, table=cython.p_const_uchar, vstart=Py_ssize_t,
@@ -136,3 +145,6 @@ cpdef RequestHead parse_request_head(bytes head, object max_uri, object max_head
                vstart=Py_ssize_t, vend=Py_ssize_t, value=bytes, chunked=bint, keep_alive=bint,
                merged_length=cython.longlong, resp=ResponseHead)
 cpdef ResponseHead parse_response_head(bytes head, object max_headers)
+
+# The exchange calls it directly (cimport).
+cpdef bytes drop_header_lines(bytes block, object names)

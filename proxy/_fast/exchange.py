@@ -39,6 +39,9 @@ several reasons at once; ``paused`` is a bit mask of them.
 
 Timeouts: each connection has one ``deadline`` and a ``timer`` kind; the
 server's sweep calls ``on_timer`` when it has passed (no timer per request).
+Deadlines, like every time here, are ``time.perf_counter()`` readings: the
+exchange reads that clock three times a request (start, sent, done) and reuses
+the readings for its deadlines; ``loop.time()`` would be more calls, not fewer.
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from proxy._fast import http1
+
+# Compiled, the .pxd cimports these from _http1_c, so each is a C call rather than a Python one.
+from proxy._fast.http1 import drop_header_lines, find_head_end, parse_request_head, parse_response_head
 from proxy.errors import (
     BadRequest,
     HeaderTooLarge,
@@ -106,8 +112,6 @@ HEX_PAIRS = tuple(b"%02x" % i for i in range(256))
 BOUND_VALUES = BOUNDS  # the latency bucket bounds (proxy.observe.snapshot), a C array when compiled
 LAST_BOUND = len(BOUNDS) - 1
 
-parse_request_head = http1.parse_request_head
-parse_response_head = http1.parse_response_head
 ChunkedDecoder = http1.ChunkedDecoder
 
 
@@ -570,6 +574,7 @@ class Downstream:
         "bytes_in",  # request body bytes received
         "bytes_out",  # response bytes written (head and body)
         "t_sent",  # when the request went to the upstream
+        "t_done",  # when the last exchange was counted (the keep-alive wait starts there)
         "trace_out",  # the traceparent sent upstream, or None
         "trace_continued",  # the client's trace goes on (its tracestate is forwarded)
         "upstream_attached",  # the request reached an upstream connection
@@ -593,6 +598,7 @@ class Downstream:
         self.writing_paused = False
         self.deadline = math.inf
         self.timer = T_NONE
+        self.t_done = 0.0
         self.client_ip = b""
         self.xff_tail = b""
         self.proto_line = b"X-Forwarded-Proto: " + scheme + CRLF
@@ -709,7 +715,7 @@ class Downstream:
         # RFC 9112 2.2: ignore empty lines before a request line.
         while len(buf) >= 2 and buf[0] == 13 and buf[1] == 10:  # a CRLF, read without slicing
             buf = buf[2:]
-        end = buf.find(b"\r\n\r\n")
+        end = find_head_end(buf)
         if end == -1:
             self.buf = buf
             if buf:
@@ -731,7 +737,7 @@ class Downstream:
             self._reject(error)
             return
         path = req.path
-        if (path.find(b"/.") != -1 or path.find(b"%2") != -1) and has_dot_segment(path):
+        if _may_have_dot_segment(path) and has_dot_segment(path):
             self._reject(BadRequest("dot segment in the request path"))
             return
         self._begin(req)
@@ -832,7 +838,7 @@ class Downstream:
         endpoint = decision.endpoint
         settings = endpoint.pool
         timeout = settings.request_timeout
-        now = self.loop.time()
+        now = perf_counter()
         self.timer = T_RESPONSE
         self.deadline = now + timeout if timeout > 0 else math.inf
         head = self._upstream_head(req, decision, rid)
@@ -859,7 +865,7 @@ class Downstream:
         conn = pool.acquire()
         if conn is not None:
             ctx.stats.pool_hits += 1
-            self._attach(conn, True)
+            self._attach(conn, True, now)
         else:
             ctx.stats.pool_misses += 1
             self.loop.create_task(self._connect(pool, self.exchange))
@@ -885,7 +891,7 @@ class Downstream:
         headers = req.forward_headers
         plan = decision.target.request_plan
         if plan.remove:
-            headers = http1.drop_header_lines(headers, plan.remove)
+            headers = drop_header_lines(headers, plan.remove)
         parts = [req.method, b" ", target, b" HTTP/1.1\r\n", headers]
         if req.xff:
             parts.append(b"X-Forwarded-For: ")
@@ -1002,9 +1008,9 @@ class Downstream:
                     break
         if self.exchange != exchange or self.state != ACTIVE:
             # The client left meanwhile; the fresh connection is still clean.
-            pool.release(conn, self.loop.time())
+            pool.release(conn, perf_counter())
             return
-        self._attach(conn, False)
+        self._attach(conn, False, perf_counter())
 
     def _other_endpoint(self, failed: Any, attempts: int) -> Any:
         """A different endpoint of the chosen version for a connect retry, or None."""
@@ -1019,10 +1025,10 @@ class Downstream:
                 return candidate
         return None
 
-    def _attach(self, conn: Upstream, reused: bool) -> None:
+    def _attach(self, conn: Upstream, reused: bool, now: float) -> None:
         self.upstream = conn
         self.upstream_attached = True
-        self.t_sent = perf_counter()
+        self.t_sent = now
         self.reused = reused
         conn.owner = self
         if self.writing_paused:
@@ -1054,7 +1060,7 @@ class Downstream:
 
     def _response_head(self, data: bytes) -> None:
         buf = self.resp_buf + data if self.resp_buf else data
-        end = buf.find(b"\r\n\r\n")
+        end = find_head_end(buf)
         if end == -1:
             if len(buf) > MAX_RESPONSE_HEAD:
                 self._upstream_failed(UpstreamProtocolError("response head too large"))
@@ -1109,7 +1115,7 @@ class Downstream:
         headers = resp.forward_headers
         plan = self.decision.target.response_plan
         if plan.remove:
-            headers = http1.drop_header_lines(headers, plan.remove)
+            headers = drop_header_lines(headers, plan.remove)
         status_line = resp.status_line
         parts = [status_line if resp.http_minor == 1 else b"HTTP/1.1" + status_line[8:], headers]
         keep = not self.close_after and self.ctx.draining is False
@@ -1133,6 +1139,19 @@ class Downstream:
             parts.append(CRLF)
         parts.append(plan.extra)
         parts.append(CRLF)
+        if mode == R_LENGTH and len(rest) <= self.resp_remaining:
+            # The usual case: the body, or its start, came with the head; one join makes the write.
+            if rest:
+                parts.append(rest)
+            out = b"".join(parts)
+            remaining = self.resp_remaining - len(rest)
+            self.resp_remaining = remaining
+            self.resp_started = True
+            self.bytes_out += len(out)
+            self.ctx.send(self.transport, out)
+            if remaining == 0:
+                self._response_done()
+            return
         head = b"".join(parts)
         if mode == R_NONE:
             self.resp_started = True
@@ -1241,16 +1260,17 @@ class Downstream:
     # --- ending an exchange ------------------------------------------------------
 
     def _response_done(self) -> None:
+        now = perf_counter()
         conn = self.upstream
         self.upstream = None
         if conn is not None:
             conn.owner = None
             conn.resume_reading()
             if self.upstream_reusable and self.req_done:
-                self.pool.release(conn, self.loop.time())
+                self.pool.release(conn, now)
             else:
                 self.pool.discard(conn)
-        self._account(self.status)
+        self._account(self.status, "-", now)
         if not self.req_done:
             # The client is still sending a body nobody will read: end the connection.
             self.close_after = True
@@ -1262,7 +1282,9 @@ class Downstream:
             return
         self._reset_exchange()
         self.state = IDLE
-        self._arm(T_KEEPALIVE, self.keepalive_timeout)
+        # From when the exchange was counted (just before): one clock read less per request.
+        self.timer = T_KEEPALIVE
+        self.deadline = self.t_done + self.keepalive_timeout
         if self.paused & P_PIPELINE:
             self._resume(P_PIPELINE)
         if self.paused & P_UPSTREAM_FULL:
@@ -1330,15 +1352,20 @@ class Downstream:
             self.pool.discard(conn)
         self.pending = None
 
-    def _account(self, status: int, flag: str = "-") -> None:
-        """Count one finished request: process totals and the per-(route, version) counters."""
+    def _account(self, status: int, flag: str = "-", now: float = 0.0) -> None:
+        """Count one finished request: process totals and the per-(route, version) counters.
+
+        ``now`` is perf_counter() when the caller has just read it (0: read it here).
+        """
         ctx = self.ctx
         stats = ctx.stats
         stats.requests += 1
         stats.responses_by_class[status // 100] += 1
         decision = self.decision
         slot = decision.target.stats_slot if decision is not None else 0
-        now = perf_counter()
+        if now == 0.0:
+            now = perf_counter()
+        self.t_done = now
         started = self.t_start
         duration = now - started if started else 0.0
         ctx.counters.record(slot, status, duration, self.bytes_in, self.bytes_out)
@@ -1405,10 +1432,10 @@ class Downstream:
 
     def _arm(self, kind: int, seconds: float) -> None:
         self.timer = kind
-        self.deadline = self.loop.time() + seconds
+        self.deadline = perf_counter() + seconds
 
     def _arm_min(self, kind: int, seconds: float) -> None:
-        deadline = self.loop.time() + seconds
+        deadline = perf_counter() + seconds
         if deadline < self.deadline:
             self.timer = kind
             self.deadline = deadline
@@ -1434,6 +1461,28 @@ class Downstream:
 
 
 DOT_SEGMENTS = frozenset([b".", b"..", b"%2e", b"%2e%2e", b".%2e", b"%2e."])
+
+
+# True in the compiled twin, whose __file__ is the extension (see proxy._fast.http1).
+_COMPILED = not __file__.endswith(".py")
+
+
+def _may_have_dot_segment(path: bytes) -> bool:
+    """Whether ``path`` has "/." or "%2" in it: only then can ``has_dot_segment`` be true.
+
+    Compiled, one pass over the bytes; plain, two finds (a byte loop is slower in Python).
+    """
+    if not _COMPILED:
+        return path.find(b"/.") != -1 or path.find(b"%2") != -1
+    data = path
+    i = 1
+    n = len(path)
+    while i < n:
+        c = data[i]
+        if (c == 0x2E and data[i - 1] == 0x2F) or (c == 0x32 and data[i - 1] == 0x25):  # "/." or "%2"
+            return True
+        i += 1
+    return False
 
 
 def has_dot_segment(path: bytes) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from time import perf_counter
 from typing import Any
 
 import uvloop
@@ -216,6 +217,7 @@ class Server:
                 # One counter snapshot a second feeds /status (and rollout analysis).
                 self.window.tick(now)
                 next_window = now + 1.0
+            now = perf_counter()  # the data plane's clock for deadlines and idle times
             expired = [conn for conn in ctx.connections if conn.deadline <= now]
             for conn in expired:
                 conn.on_timer(now)
