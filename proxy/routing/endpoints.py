@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Sequence
-
+from proxy._fast import load
 from proxy.config.schema import Pool
+
+_routing = load("routing")
 
 
 class Endpoint:
@@ -28,29 +28,5 @@ class Endpoint:
         return f"Endpoint({self.service}/{self.version} {self.address})"
 
 
-class EndpointGroup:
-    """The endpoints of one version of a service.
-
-    ``next`` is a bound ``__next__`` of an endpoint cycle (round robin at C speed), or
-    None when the version has no endpoint; ``set_endpoints`` swaps it in one
-    assignment, so health checking can change a group while requests read it.
-    """
-
-    __slots__ = ("service", "version", "version_id", "endpoints", "next")
-
-    def __init__(self, service: str, version: str, version_id: int, endpoints: Sequence[Endpoint]) -> None:
-        self.service = service
-        self.version = version
-        self.version_id = version_id  # index in RouteTable.versions
-        self.endpoints: tuple[Endpoint, ...] = ()
-        self.next: Callable[[], Endpoint] | None = None
-        self.set_endpoints(endpoints)
-
-    def set_endpoints(self, endpoints: Sequence[Endpoint]) -> None:
-        self.endpoints = tuple(endpoints)
-        if not self.endpoints:
-            self.next = None
-        elif len(self.endpoints) == 1:
-            self.next = itertools.repeat(self.endpoints[0]).__next__
-        else:
-            self.next = itertools.cycle(self.endpoints).__next__
+# The group lives in proxy._fast.routing (compiled: an extension type the compiled decide reads).
+EndpointGroup = _routing.EndpointGroup

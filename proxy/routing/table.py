@@ -18,7 +18,10 @@ one and the data plane swaps one reference.
    else the (sticky) split;
 4. an empty version's share goes to the stable version or is a 503 (Service.on_empty_version);
 5. the endpoint is the target group's next (round robin); the mirror, if any, is drawn;
-6. one ``Decision`` is returned (``Target.new_decision``: one C-level call).
+6. one ``Decision`` is returned.
+
+The per-request steps run in ``proxy._fast.routing`` (``Router``, this table's base class: C when
+compiled); this module builds what they read.
 
 ``decide`` is ``match`` (steps 1-2) then ``choose`` (steps 3-6). A route with policies
 (``auth``, ``rate_limits``: ``proxy.policy``) runs them in between, because they belong
@@ -36,12 +39,10 @@ from proxy._fast import load
 from proxy.config.addresses import parse_host_port
 from proxy.config.paths import Path
 from proxy.config.schema import Config, Route
-from proxy.errors import NoHealthyUpstream, NoRoute
-from proxy.http.request import RequestHead
-from proxy.routing.choice import MirrorChoice, VersionChoice, bucket_table, default_rand
-from proxy.routing.decision import Decision, Target
+from proxy.routing.choice import MirrorChoice, bucket_table, default_rand, version_choice
+from proxy.routing.decision import Target
 from proxy.routing.endpoints import Endpoint, EndpointGroup
-from proxy.routing.matchers import Check, Needs, compile_match, is_token
+from proxy.routing.matchers import Needs, compile_match, is_token
 from proxy.routing.metadata import LabelParser
 from proxy.routing.pathindex import PathIndex
 from proxy.routing.plans import HeaderPlan, Op, build_plan, compile_ops, header_line
@@ -50,32 +51,10 @@ from proxy.routing.stats import RoutingStats
 from proxy.routing.sticky import compile_sticky
 from proxy.routing.view import RequestView
 
-_lookup_prefix = load("matching").lookup_prefix
+_routing = load("routing")
 
-
-class CompiledRoute:
-    """One route of the table: its checks beyond the path, its version choice and mirror."""
-
-    __slots__ = ("name", "id", "service", "checks", "choice", "mirror")
-
-    def __init__(
-        self,
-        name: str,
-        route_id: int,
-        service: str,
-        checks: tuple[Check, ...],
-        choice: VersionChoice,
-        mirror: MirrorChoice | None,
-    ) -> None:
-        self.name = name
-        self.id = route_id
-        self.service = service
-        self.checks = checks
-        self.choice = choice
-        self.mirror = mirror
-
-    def __repr__(self) -> str:
-        return f"CompiledRoute({self.id}: {self.name} -> {self.service})"
+# A route of the table: its checks beyond the path, its version choice and mirror.
+CompiledRoute = _routing.CompiledRoute
 
 
 class _Service:
@@ -91,8 +70,11 @@ class _Service:
         self.on_empty = "stable"
 
 
-class RouteTable:
-    """The compiled routing snapshot of one config; ``decide`` is the per-request entry point."""
+class RouteTable(_routing.Router):
+    """The compiled routing snapshot of one config; ``decide`` is the per-request entry point.
+
+    ``decide``, ``match`` and ``choose`` are ``proxy._fast.routing.Router``'s (compiled: C).
+    """
 
     def __init__(self, config: Config, *, source: str | None = None, seed: int | None = None) -> None:
         """Compile ``config``; ConfigError lists every problem found (``source`` prefixes them).
@@ -144,6 +126,7 @@ class RouteTable:
         self._nodes = index.nodes
         self._root = index.root
         self._labels = LabelParser(meta, self.stats)
+        self._view = RequestView
         self.uses_labels = self._needs.labels
         names = set(self._needs.headers)
         if self.uses_labels:
@@ -151,81 +134,6 @@ class RouteTable:
         # Header names routing reads (lower-case): the head parser must keep these.
         self.header_names: frozenset[bytes] = frozenset(names)
         del self._plans, self._needs
-
-    # --- per request -------------------------------------------------------------------
-
-    def decide(self, req: RequestHead, client_ip: str, claims: dict | None = None) -> Decision:
-        """Route one request: NoRoute (404) when nothing matches, NoHealthyUpstream (503) when
-        neither the chosen version nor its fallback has an endpoint."""
-        route, view = self.match(req, client_ip)
-        return self.choose(route, view, req, client_ip, claims)
-
-    def match(self, req: RequestHead, client_ip: str) -> tuple[CompiledRoute, RequestView | None]:
-        """The first route that matches (NoRoute when none does) and the view built on the way, if any.
-
-        The data plane runs the route's policies (``proxy.policy``) between ``match`` and ``choose``.
-        """
-        path = req.path
-        candidates = self._exact.get(path)
-        if candidates is None:
-            nodes = self._nodes
-            candidates = _lookup_prefix(nodes, path, self._root) if nodes else self._root
-        view = None
-        for route in candidates:
-            checks = route.checks
-            if not checks:
-                break
-            if view is None:
-                view = RequestView(req, client_ip, self._labels)
-            for check in checks:  # matchers.matches, inlined
-                if not check(view):
-                    break
-            else:
-                break
-        else:
-            raise NoRoute("no route matches the request")
-        return route, view
-
-    def choose(
-        self,
-        route: CompiledRoute,
-        view: RequestView | None,
-        req: RequestHead,
-        client_ip: str,
-        claims: dict | None = None,
-    ) -> Decision:
-        """The version and endpoint for a matched route; ``claims`` are the route's verified JWT
-        claims (``Identity.route_claims``) for content rules and a sticky claim."""
-        choice = route.choice
-        target = choice.fixed
-        if target is not None:
-            sticky_hash = -1
-        elif choice.needs_view:
-            if view is None:
-                view = RequestView(req, client_ip, self._labels, claims)
-            else:
-                view.claims = claims
-            target, sticky_hash = choice.choose(view)
-        else:
-            target, sticky_hash = choice.choose_headers(req.headers)
-        pick = target.group.next
-        if pick is None:
-            target = self._fallback(target)
-            pick = target.group.next
-        mirror = route.mirror
-        if mirror is not None:
-            mirror = mirror.pick(target.version_id)
-        labels = None
-        if self.uses_labels:
-            labels = self._labels(req) if view is None else view.labels()
-        return target.new_decision(pick(), labels, sticky_hash, mirror)
-
-    def _fallback(self, target: Target) -> Target:
-        fallback = target.fallback
-        if fallback is None or fallback.group.next is None:
-            raise NoHealthyUpstream(f"no endpoint for {target.group.service}/{target.version_name}")
-        self.stats.empty_version_fallbacks += 1
-        return fallback
 
     # --- lookups for the rest of graylane ----------------------------------------------
 
@@ -305,7 +213,7 @@ class RouteTable:
         sticky = None
         if route.sticky is not None:
             sticky = compile_sticky(route.sticky, route.name, at + ("sticky",), problems, needs)
-        choice = VersionChoice(
+        choice = version_choice(
             targets, rules, table, targets[constant] if constant is not None else None, sticky, self._rand
         )
 
