@@ -90,7 +90,7 @@ def compiled(name: str) -> ModuleType | None:
 
 # An extension that uses another's C types (a cimport) runs only when that one runs compiled too:
 # it would refuse the objects of the pure twin.
-REQUIRES: dict[str, tuple[str, ...]] = {"exchange": ("http1",)}
+REQUIRES: dict[str, tuple[str, ...]] = {"exchange": ("http1", "routing")}
 
 
 def load(name: str) -> ModuleType:

@@ -19,6 +19,7 @@ from proxy._fast._http1_c cimport (
     parse_request_head,
     parse_response_head,
 )
+from proxy._fast._routing_c cimport Decision
 
 cdef int IDLE, ACTIVE, TUNNEL, CLOSED
 cdef int T_NONE, T_KEEPALIVE, T_HEAD, T_RESPONSE
@@ -116,7 +117,8 @@ cdef class Downstream:
     cdef public Py_ssize_t pending_bytes
     cdef public RequestHead req
     cdef public EndpointPool pool
-    cdef public object decision, pending, decoder, resp_decoder
+    cdef public Decision decision
+    cdef public object pending, decoder, resp_decoder
     cdef public Upstream upstream
 
     cdef _reset_exchange(self)
@@ -129,10 +131,10 @@ cdef class Downstream:
     cdef _route(self, RequestHead req, bint may_wait)
     @cython.locals(ctx=ServerContext, pool=EndpointPool, conn=Upstream, timeout=double, now=double,
                    deadline=double)
-    cdef _proceed(self, RequestHead req, object decision)
-    cdef _mirror(self, object decision)
+    cdef _proceed(self, RequestHead req, Decision decision)
+    cdef _mirror(self, Decision decision)
     @cython.locals(parts=list)
-    cdef bytes _upstream_head(self, RequestHead req, object decision, bytes rid)
+    cdef bytes _upstream_head(self, RequestHead req, Decision decision, bytes rid)
 
     @cython.locals(remaining=cython.longlong, used=Py_ssize_t)
     cdef bytes _request_body(self, bytes data)
@@ -159,7 +161,8 @@ cdef class Downstream:
     cdef _reject(self, object error)
     cdef _drop_upstream(self)
 
-    @cython.locals(ctx=ServerContext, now=double, started=double, duration=double, sent=double, req=RequestHead)
+    @cython.locals(ctx=ServerContext, now=double, started=double, duration=double, sent=double, req=RequestHead,
+                   decision=Decision)
     cdef _account(self, int status, str flag=*, double now=*)
     cdef _close(self)
     cdef _pause(self, int reason)
