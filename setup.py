@@ -24,7 +24,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 # The modules of proxy/_fast compiled by Cython. A name whose X.py does not exist is skipped.
-TWINS = ["http1", "hashing", "matching", "exchange", "routing"]
+TWINS = ["http1", "hashing", "matching", "exchange", "routing", "logline"]
 
 FAST_DIR = Path("proxy", "_fast")
 GENERATED_DIR = Path("build", "cython")

@@ -6,7 +6,8 @@ The data plane calls ``log(entry)`` once per finished request with one tuple it 
 from what it already holds; ``log`` only appends it to a list. Formatting and writing
 happen off the request path: a timer on the loop flushes every ``flush_interval``, and
 ``log`` flushes at once when ``max_batch`` entries are pending. A flush turns the whole
-batch into JSON lines with one ``msgspec`` call and writes them with one ``write``.
+batch into JSON lines (``proxy._fast.logline``: compiled, it writes each line's bytes directly
+into one buffer) and writes them with one ``write``.
 
 Where the lines go:
 
@@ -32,15 +33,18 @@ import logging
 import os
 import stat
 import sys
-import time
 from typing import Any
 
-import msgspec
-
+from proxy._fast import load
 from proxy.config import schema
 from proxy.errors import ConfigError, StartupError
 
 log = logging.getLogger("graylane")
+
+_logline = load("logline")
+# What a line holds (its fields, in order) and the time's end; defined by the formatter's twin.
+Line = _logline.Line
+MILLIS = _logline.MILLIS
 
 # (time_unix: float, request_id: bytes, client: str, method: bytes, path: bytes, status: int,
 #  bytes_in: int, bytes_out: int, duration: float (s), upstream_duration: float (s, -1 none),
@@ -54,36 +58,8 @@ try:
 except ImportError:  # pragma: no cover - not a POSIX system
     PIPE_BUF = 512
 
-# ".000Z" ... ".999Z": the end of an RFC 3339 UTC time with milliseconds.
-MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))
-
 # Tests replace this to count writes.
 _os_write = os.write
-
-
-class Line(msgspec.Struct, gc=False):
-    """One access-log line; the field order is the order in the JSON object.
-
-    ``gc=False``: a batch of these is short-lived and holds no cycles; untracked, it does not
-    trigger garbage collections.
-    """
-
-    time: str
-    request_id: str | None
-    client: str | None
-    method: str | None
-    path: str | None
-    status: int
-    bytes_in: int
-    bytes_out: int
-    duration_ms: float
-    upstream_ms: float | None
-    route: str | None
-    version: str | None
-    endpoint: str | None
-    labels: dict[str, str] | None
-    sticky_hash: str | None
-    flags: str
 
 
 def _ignore(entry: Entry) -> None:
@@ -106,7 +82,7 @@ class AccessLog:
         self.lines_dropped = 0  # lines lost to write errors or a full backlog
         self.write_errors = 0
         self._pending: list[Entry] = []
-        self._encoder = msgspec.json.Encoder()
+        self._formatter = _logline.LineFormatter()
         self._loop = loop
         self._timer: Any = None
         self._closed = False
@@ -115,8 +91,6 @@ class AccessLog:
         self._stream_bytes = True
         self._chunk = 0  # > 0: write in pieces of at most this many bytes (a pipe or a socket)
         self._backlog = b""
-        self._second = -1  # the second whose text is cached in _second_text
-        self._second_text = ""
         self._failing = False  # a write error was logged and no write has succeeded since
         if not self.enabled:
             self.log = _ignore  # type: ignore[method-assign]
@@ -157,63 +131,13 @@ class AccessLog:
         self._write(self.format(pending) if pending else b"")
 
     def format(self, entries: list[Entry]) -> bytes:
-        """JSON lines (each ending in a newline) for ``entries``; an entry that fails to encode is skipped."""
-        lines = []
-        append = lines.append
-        second = self._second
-        second_text = self._second_text
-        millis = MILLIS
-        for entry in entries:
-            try:
-                (t, rid, client, method, path, status, b_in, b_out, dur, up, route, version, endpoint, labels,
-                 sticky, flags) = entry  # fmt: skip
-                ms = int(t * 1000.0)
-                if ms // 1000 != second:
-                    second = ms // 1000
-                    second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-                append(
-                    Line(
-                        second_text + millis[ms % 1000],
-                        None if rid is None else rid.decode("ascii", "backslashreplace"),
-                        client or None,
-                        None if method is None else method.decode("ascii", "backslashreplace"),
-                        None if path is None else path.decode("ascii", "backslashreplace"),
-                        status,
-                        b_in,
-                        b_out,
-                        # Whole microseconds over 1000 print as at most 3 decimals (round() costs 3x more).
-                        int(dur * 1e6) / 1000.0,
-                        None if up < 0 else int(up * 1e6) / 1000.0,
-                        route or None,
-                        version or None,
-                        endpoint or None,
-                        labels or None,
-                        None if sticky < 0 else sticky.to_bytes(8).hex(),  # 2x faster than :016x
-                        flags or "-",
-                    )
-                )
-            except (TypeError, ValueError, AttributeError, OverflowError) as error:
-                # A malformed entry (a bug in its producer) costs its own line, not the batch.
-                self.lines_dropped += 1
-                log.warning("access log entry skipped: %r (%s)", entry, error)
-        self._second = second
-        self._second_text = second_text
-        try:
-            return self._encoder.encode_lines(lines)
-        except (TypeError, ValueError, OverflowError):
-            return self._encode_each(lines)
+        """JSON lines (each ending in a newline) for ``entries``; an entry that fails to format is skipped."""
+        return self._formatter.format(entries, self._skipped)
 
-    def _encode_each(self, lines: list[Line]) -> bytes:
-        # Only reached when a value of some entry is not JSON-encodable.
-        out = []
-        encode = self._encoder.encode
-        for line in lines:
-            try:
-                out.append(encode(line) + b"\n")
-            except (TypeError, ValueError, OverflowError) as error:
-                self.lines_dropped += 1
-                log.warning("access log entry skipped: %s", error)
-        return b"".join(out)
+    def _skipped(self, entry: Entry, error: Exception) -> None:
+        # A malformed entry (a bug in its producer) costs its own line, not the batch.
+        self.lines_dropped += 1
+        log.warning("access log entry skipped: %r (%s)", entry, error)
 
     # --- writing ----------------------------------------------------------------
 
