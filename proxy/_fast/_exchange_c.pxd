@@ -53,7 +53,7 @@ cdef class ServerContext:
     cdef public object limits, loop, mirror, table, policies, access_log, exporter
     cdef public object health, on_connection_closed
     cdef public PoolRegistry pools
-    cdef public bint tracing, draining
+    cdef public bint tracing, draining, immediate
     cdef public set connections
     cdef public Py_ssize_t accepting
     cdef public list out

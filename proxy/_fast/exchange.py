@@ -268,6 +268,7 @@ class ServerContext:
         "connections",
         "accepting",
         "out",
+        "immediate",
         "draining",
         "on_connection_closed",
         "_id_prefix",
@@ -294,6 +295,7 @@ class ServerContext:
         self.connections: set[Any] = set()  # every open Downstream
         self.accepting = 0  # accepted sockets whose protocol is not set up yet
         self.out: list[Any] = []  # transport, data, transport, data ...: writes for the end of this iteration
+        self.immediate = False  # write at once instead (config ``writes``; see send)
         self.draining = False
         self.on_connection_closed = None  # set by the listener: resumes a paused accept
         self._id_prefix = os.urandom(4).hex().encode()
@@ -301,12 +303,21 @@ class ServerContext:
         self._id_block = b""  # prefix + the counter's hex digits but the last two
 
     def send(self, transport: Any, data: bytes) -> None:
-        """Write ``data`` at the end of this loop iteration (PERFORMANCE rule 2).
+        """Write ``data`` at the end of this loop iteration (PERFORMANCE rule 2), or at once.
 
         Every write of the data plane goes through here, in order, so they never pass each
-        other; batching them saves about a tenth of the CPU of a small request (measured:
-        fewer, better-timed syscalls than uvloop's write-through).
+        other. Batched (``writes: batched``), a worker with a CPU of its own spends less CPU
+        per request: the peers it wakes are still awake for its later writes. Immediate
+        (``writes: immediate``), each hop starts sooner: with several processes sharing the
+        CPUs (workers, wrk, the origin) that is what bounds the rate. docs/performance.md
+        has the figures; ``writes: auto`` picks batched for one worker, immediate for more.
         """
+        if self.immediate:
+            if self.out:
+                self.flush()  # what was batched before a reload switched modes goes first
+            if not transport.is_closing():
+                transport.write(data)
+            return
         out = self.out
         out.append(transport)
         out.append(data)

@@ -214,6 +214,9 @@ class Config(_Base):
     admin: Admin | None = None
     # Worker processes sharing the listeners (SO_REUSEPORT); "auto" = one per CPU core.
     workers: int | Literal["auto"] = 1
+    # When the data plane writes: "batched" at the end of each loop iteration, "immediate" as it
+    # goes, "auto" = batched with one worker, immediate with more (docs/performance.md).
+    writes: Literal["auto", "batched", "immediate"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: AccessLog = AccessLog()
     tracing: Tracing = Tracing()

@@ -39,7 +39,7 @@ from proxy.rollout.metrics import rollout_families
 from proxy.rollout.overrides import apply_weights
 from proxy.runtime.ipc import WorkerReport, add_counts, merge_snapshots, merge_stats, read_report
 from proxy.runtime.listener import open_socket, split_address
-from proxy.runtime.server import build_table, refused_reload
+from proxy.runtime.server import build_table, refused_reload, worker_count
 from proxy.runtime.worker import worker_env
 
 log = logging.getLogger("graylane")
@@ -47,12 +47,6 @@ log = logging.getLogger("graylane")
 RESTART_PAUSE = 0.5  # first pause before restarting a crashed worker; doubles up to MAX_RESTART_PAUSE
 MAX_RESTART_PAUSE = 30.0
 STABLE_AFTER = 60.0  # a worker that lived this long resets the pause
-
-
-def worker_count(config: Config) -> int:
-    if config.workers == "auto":
-        return os.cpu_count() or 1
-    return int(config.workers)
 
 
 class WorkerHandle:
