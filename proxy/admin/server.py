@@ -91,6 +91,9 @@ class AdminServer:
         else:
             payload, content_type = json.dumps(body, indent=1).encode() + b"\n", b"application/json"
         head = b"Content-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+        if status == 401:
+            # RFC 9110 11.6.1: a 401 names the scheme a client should answer with.
+            head = b'WWW-Authenticate: Bearer realm="graylane admin"\r\n' + head
         writer.write(status_line(status) + head % (content_type, len(payload)) + payload)
         try:
             await writer.drain()

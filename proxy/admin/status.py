@@ -25,10 +25,33 @@ def redacted_config(config: Config) -> dict[str, Any]:
 
 def _redact(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: (REDACTED if k in SECRET_KEYS and v is not None else _redact(v)) for k, v in value.items()}
+        return {k: _redact_field(k, v) for k, v in value.items()}
     if isinstance(value, list):
         return [_redact(v) for v in value]
     return value
+
+
+def _redact_field(key: str, value: Any) -> Any:
+    if key in SECRET_KEYS and value is not None:
+        return REDACTED
+    if key.endswith("url") and isinstance(value, str):
+        return redacted_url(value)
+    return _redact(value)
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with the password of its userinfo replaced (``redis://u:pw@h`` -> ``redis://u:<redacted>@h``)."""
+    scheme, sep, rest = url.partition("://")
+    end = len(rest)
+    for mark in "/?#":  # the authority ends at the first of these; an "@" after it is the path's
+        found = rest.find(mark)
+        if found != -1:
+            end = min(end, found)
+    userinfo, at, host = rest[:end].rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if not sep or not at or not colon:
+        return url
+    return f"{scheme}://{user}:{REDACTED}@{host}{rest[end:]}"
 
 
 def _weights(route: Any, versions: list[str], stable: str) -> dict[str, float]:

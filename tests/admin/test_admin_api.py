@@ -6,6 +6,7 @@ import signal
 
 import pytest
 
+from proxy.admin.status import REDACTED, redacted_url
 from proxy.testing import RawClient, build_request, request
 from proxy.testing.process import proxy_config
 
@@ -137,3 +138,37 @@ def test_malformed_admin_request_gets_400_and_the_api_stays_up(backend, graylane
         client.shutdown_write()
         assert client.read_until_closed(timeout=3) == b""
     assert _admin(proxy, "GET", "/live").status == 200
+
+
+def test_a_401_names_the_bearer_scheme(backend, graylane):
+    origin = backend()
+    proxy = graylane(proxy_config(origin.endpoint, admin={"token": "s3cret-token"}))
+    refused = _admin(proxy, "GET", "/stats")
+    assert refused.status == 401
+    assert refused.get("WWW-Authenticate") == 'Bearer realm="graylane admin"'
+    assert _admin(proxy, "GET", "/live").get("WWW-Authenticate") is None
+
+
+def test_config_redacts_a_password_in_the_redis_url(backend, graylane):
+    origin = backend()
+    url = "redis://limits:hunter2@127.0.0.1:1/0"
+    proxy = graylane(proxy_config(origin.endpoint, admin=True, redis={"url": url}))
+    resp = _admin(proxy, "GET", "/config")
+    assert resp.status == 200
+    assert "hunter2" not in resp.text
+    assert resp.json()["redis"]["url"] == f"redis://limits:{REDACTED}@127.0.0.1:1/0"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:pw@h:6379/0", f"redis://:{REDACTED}@h:6379/0"),
+        ("redis://u:p@ss@h/0", f"redis://u:{REDACTED}@h/0"),
+        ("redis://u:pw@h/p@th?x=@", f"redis://u:{REDACTED}@h/p@th?x=@"),
+        ("redis://u@h/0", "redis://u@h/0"),
+        ("redis://h/0?user=a@b", "redis://h/0?user=a@b"),
+        ("unix:///run/redis.sock", "unix:///run/redis.sock"),
+    ],
+)
+def test_redacted_url_hides_only_the_password(url, shown):
+    assert redacted_url(url) == shown
