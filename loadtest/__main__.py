@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from loadtest.procs import stop_on_sigterm
 from loadtest.runner import DOCS_PAGE, RESULTS_DIR, ROOT, Options, run_benchmark
 from loadtest.scenarios import SCENARIO_KEYS, TARGETS, select
 
@@ -93,14 +93,6 @@ def ensure_bench_extra(python: str = sys.executable) -> bool:
     return True
 
 
-def _stop_on_sigterm() -> None:
-    # SIGTERM (e.g. a timeout around make bench) unwinds like Ctrl-C, so every proxy is stopped.
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     missing = [tool for tool in ("nginx", "wrk") if shutil.which(tool) is None]
@@ -154,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_noise=args.max_noise,
         retries=args.retries,
     )
-    _stop_on_sigterm()
+    stop_on_sigterm()
     try:
         outcome = run_benchmark(options)
     except KeyboardInterrupt:

@@ -31,7 +31,6 @@ import math
 import re
 import resource
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -41,7 +40,15 @@ from pathlib import Path
 
 from loadtest import report, wrk
 from loadtest.noise import delay_share, noise_share
-from loadtest.procs import CLOCK_TICKS, Managed, parse_cpu_list, pinned, process_tree, read_proc_stat
+from loadtest.procs import (
+    CLOCK_TICKS,
+    Managed,
+    parse_cpu_list,
+    pinned,
+    process_tree,
+    read_proc_stat,
+    stop_on_sigterm,
+)
 from loadtest.runner import DOCS_PAGE, RESULTS_DIR, Bench, Options
 from loadtest.scenarios import GRAYLANE, Scenario, select
 
@@ -631,14 +638,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _stop_on_sigterm() -> None:
-    # SIGTERM (e.g. a timeout around make bench-memory) unwinds like Ctrl-C: every process is stopped.
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if (
@@ -680,7 +679,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         docs_page=docs,
         keep_logs=args.keep_logs,
     )
-    _stop_on_sigterm()
+    stop_on_sigterm()
     try:
         run, markdown, json_path = run_memory(options)
     except KeyboardInterrupt:

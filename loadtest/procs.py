@@ -17,6 +17,15 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _MAX_TREE = 256  # processes looked at under one root (a proxy has a master and a few workers)
 
 
+def stop_on_sigterm() -> None:
+    """Make SIGTERM (e.g. a timeout around make bench) unwind like Ctrl-C: every process gets stopped."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago (nginx needs a port number in its config)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

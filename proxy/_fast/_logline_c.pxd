@@ -22,6 +22,8 @@ cdef bytes _K_STICKY_NULL, _END, _NULL, _DASH, _CLEAN
 
 cdef bytes _escaped(object value)
 
+cdef bytes _bytes_text(object value)
+
 @cython.locals(view=cython.p_const_uchar, table=cython.p_const_uchar, n=Py_ssize_t, i=Py_ssize_t)
 cdef bint _is_clean(bytes data) except -1
 

@@ -121,6 +121,16 @@ def _escaped(value: object) -> bytes:
     return _encode(value.decode("ascii", "backslashreplace"))
 
 
+def _bytes_text(value: object) -> bytes | None:
+    """The JSON text of a bytes field: the value itself when clean (unquoted), its escaped and
+    quoted text when not, null for None; None for any other type (the entry goes the msgspec way)."""
+    if type(value) is bytes:
+        return value if _is_clean(value) else _escaped(value)
+    if value is None:
+        return _NULL
+    return None
+
+
 def _is_clean(data: bytes) -> bool:
     """Whether every byte of ``data`` stands for itself inside a JSON string."""
     view = data  # compiled: const unsigned char* pointers
@@ -308,22 +318,13 @@ class LineFormatter:
         if has_sticky:
             hash64 = sticky  # C: OverflowError past 64 bits, as int.to_bytes(8)
 
-        if type(rid) is bytes:
-            rid_clean = _is_clean(rid)
-            rid_text = rid if rid_clean else _escaped(rid)
-        elif rid is None:
-            rid_clean = False
-            rid_text = _NULL
-        else:
+        rid_text = _bytes_text(rid)
+        path_text = _bytes_text(path)
+        if rid_text is None or path_text is None:
             return self._put_struct(entry, pos, skipped)
-        if type(path) is bytes:
-            path_clean = _is_clean(path)
-            path_text = path if path_clean else _escaped(path)
-        elif path is None:
-            path_clean = False
-            path_text = _NULL
-        else:
-            return self._put_struct(entry, pos, skipped)
+        # A clean value is its own text, written between quotes the keys around it carry.
+        rid_clean = rid_text is rid
+        path_clean = path_text is path
         if type(method) is bytes:
             methods = self._methods
             method_text = methods.get(method)

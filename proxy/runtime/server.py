@@ -91,6 +91,7 @@ class Server:
         self.path = path
         self.loop = loop
         self.ctx = ServerContext(build_table(config), config.limits, loop)
+        self.ctx.immediate = immediate_writes(config)
         self.policy_runtime = PolicyRuntime()
         self.ctx.policies = self.policy_runtime.compile(config)
         self.policy_runtime.activate(self.ctx.policies)
@@ -148,7 +149,6 @@ class Server:
         ctx.access_log = access_log
         ctx.exporter = exporter
         ctx.tracing = self.config.tracing.enabled
-        ctx.immediate = immediate_writes(self.config)
 
     def _close_observers(self) -> None:
         ctx = self.ctx

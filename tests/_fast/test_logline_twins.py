@@ -22,6 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy._fast import compiled, pure
+from tests.observe.entries import entry
 
 TWIN = pure("logline")
 FAST = compiled("logline")
@@ -31,7 +32,6 @@ if FAST is not None:
 
 twins = pytest.mark.skipif(FAST is None, reason="proxy._fast._logline_c is not built")
 
-T0 = 1_767_225_600.25  # 2026-01-01T00:00:00.250Z
 KEYS = [
     "time", "request_id", "client", "method", "path", "status", "bytes_in", "bytes_out",
     "duration_ms", "upstream_ms", "route", "version", "endpoint", "labels", "sticky_hash", "flags",
@@ -71,10 +71,10 @@ def reference(entries: list) -> tuple[bytes, list[int]]:
     lines = []
     kept = []
     skipped = []
-    for index, entry in enumerate(entries):
+    for index, item in enumerate(entries):
         try:
             (t, rid, client, method, path, status, b_in, b_out, dur, up, route, version, endpoint, labels,
-             sticky, flags) = entry  # fmt: skip
+             sticky, flags) = item  # fmt: skip
             ms = int(t * 1000.0)
             second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000))
             line = _Line(
@@ -305,33 +305,10 @@ def test_each_line_is_the_json_object_of_its_entry(module, batch):
     assert skipped == []
     assert data.count(b"\n") == len(batch)
     assert data == b"" or data.endswith(b"\n")
-    for line, entry in zip(data.splitlines(), batch, strict=True):
+    for line, item in zip(data.splitlines(), batch, strict=True):
         parsed = json.loads(line)
-        assert parsed == expected(entry)
+        assert parsed == expected(item)
         assert list(parsed) == KEYS
-
-
-def entry(**changes: Any) -> tuple:
-    fields = {
-        "time_unix": T0,
-        "request_id": b"5f3a9c01000000a1",
-        "client": "10.1.2.3",
-        "method": b"GET",
-        "path": b"/api/items",
-        "status": 200,
-        "bytes_in": 0,
-        "bytes_out": 1234,
-        "duration": 0.002345,
-        "upstream_duration": 0.0021,
-        "route": "shop",
-        "version": "v2",
-        "endpoint": "10.0.2.1:8080",
-        "labels": {"tier": "gold"},
-        "sticky_hash": 0x00AB_CDEF_0123_4567,
-        "flags": "-",
-    }
-    fields.update(changes)
-    return tuple(fields.values())
 
 
 @pytest.mark.parametrize("module", FORMS)
