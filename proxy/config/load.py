@@ -4,9 +4,14 @@ The steps, each reporting every problem it can before the next one runs:
 read (syntax errors stop here), interpolate ``${VAR}``, convert to the schema,
 validate across fields. Problems are formatted ``FILE: PATH: what (line N)``.
 
-Relative TLS file names are taken relative to the config file's directory (not the
-working directory), and stored absolute, so ``graylane run -c /etc/graylane/x.yaml``
-means the same from anywhere.
+Relative file names are taken relative to the config file's directory (not the
+working directory), as nginx takes them relative to its prefix, and stored absolute,
+so ``graylane run -c /etc/graylane/x.yaml`` means the same from anywhere. They are
+resolved before validation, so a key file is checked where it will be read. The
+fields: ``listeners[].tls.cert`` and ``.key``, ``routes[].auth.jwt.public_keys[]`` and
+``.jwks_file``, ``access_log.path`` (except ``-``, standard output) and
+``rollouts.state_dir``. Absolute names (also those written with ``${VAR}``) are kept
+as they are; URLs (``jwks_url``, ``redis.url``, webhooks) are not file names.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import msgspec
 from proxy.config.convert import convert
 from proxy.config.interpolate import interpolate
 from proxy.config.paths import Problem, format_problem, line_of
-from proxy.config.schema import Config, Listener
+from proxy.config.schema import Config, Listener, Route
 from proxy.config.sources import read_source
 from proxy.config.validate import find_problems
 from proxy.errors import ConfigError
@@ -52,13 +57,37 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
 
 
 def _resolve_files(config: Config, base: str) -> Config:
-    def resolve(listener: Listener) -> Listener:
-        if listener.tls is None:
-            return listener
-        tls = msgspec.structs.replace(
-            listener.tls, cert=os.path.join(base, listener.tls.cert), key=os.path.join(base, listener.tls.key)
-        )
-        return msgspec.structs.replace(listener, tls=tls)
+    """``config`` with every relative file name joined to ``base`` (the config file's directory)."""
 
-    # os.path.join keeps an absolute name as it is.
-    return msgspec.structs.replace(config, listeners=[resolve(x) for x in config.listeners])
+    def file(name: str) -> str:
+        # os.path.join keeps an absolute name as it is; "" is kept for validation to report.
+        return os.path.join(base, name) if name else name
+
+    def listener(item: Listener) -> Listener:
+        if item.tls is None:
+            return item
+        tls = msgspec.structs.replace(item.tls, cert=file(item.tls.cert), key=file(item.tls.key))
+        return msgspec.structs.replace(item, tls=tls)
+
+    def route(item: Route) -> Route:
+        if item.auth is None:
+            return item
+        jwt = item.auth.jwt
+        jwt = msgspec.structs.replace(
+            jwt,
+            public_keys=[file(name) for name in jwt.public_keys],
+            jwks_file=None if jwt.jwks_file is None else file(jwt.jwks_file),
+        )
+        return msgspec.structs.replace(item, auth=msgspec.structs.replace(item.auth, jwt=jwt))
+
+    access_log = config.access_log
+    if access_log.path is not None and access_log.path != "-":  # "-": standard output
+        access_log = msgspec.structs.replace(access_log, path=file(access_log.path))
+    rollouts = msgspec.structs.replace(config.rollouts, state_dir=file(config.rollouts.state_dir))
+    return msgspec.structs.replace(
+        config,
+        listeners=[listener(x) for x in config.listeners],
+        routes=[route(x) for x in config.routes],
+        access_log=access_log,
+        rollouts=rollouts,
+    )

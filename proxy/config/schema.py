@@ -29,7 +29,7 @@ class _Base(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tru
 
 
 class TLS(_Base):
-    cert: str
+    cert: str  # PEM files; a relative name is relative to the config file's directory
     key: str
 
 
@@ -189,7 +189,8 @@ class AccessLog(_Base):
     """One JSON line per request, written in batches (``proxy.observe.accesslog``)."""
 
     enabled: bool = True
-    path: str | None = None  # None or "-": standard output; a file is opened in append mode
+    # None or "-": standard output; a file (relative: to the config file's directory) is opened to append
+    path: str | None = None
     flush_interval: Duration = Duration(0.2)  # pending lines are written at least this often
     max_batch: int = 64  # ... and as soon as this many are pending (a bigger batch stalls the loop longer)
 
@@ -290,7 +291,8 @@ class Rollout(_Base):
 
 
 class RolloutSettings(_Base):
-    state_dir: str = "/var/lib/graylane"  # rollouts.json is kept here (atomic write + fsync)
+    # rollouts.json is kept here (atomic write + fsync); relative: to the config file's directory
+    state_dir: str = "/var/lib/graylane"
     webhooks: list[Webhook] = []  # called for every rollout
 
 
@@ -331,8 +333,9 @@ class Jwt(_Base):
     required_claims: list[str] = []  # claims that must be present, e.g. ["exp", "sub"]
     # Keys. A secret verifies HS* only; PEM and JWKS keys verify RS*/PS*/ES*/EdDSA only.
     secret: str | None = None  # the HS* shared secret; write "${JWT_SECRET}", not the secret itself
+    # Files: a relative name is relative to the config file's directory.
     public_keys: list[str] = []  # PEM files (public keys or certificates)
-    jwks_file: str | None = None
+    jwks_file: str | None = None  # a JWKS document (JSON)
     jwks_url: str | None = None  # fetched in the background, looked up by kid
     jwks_refresh: Duration = Duration(300.0)  # how often the JWKS URL is fetched again
     jwks_cooldown: Duration = Duration(30.0)  # least time between fetches caused by unknown kids
