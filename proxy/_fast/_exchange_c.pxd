@@ -19,7 +19,7 @@ from proxy._fast._http1_c cimport (
     parse_request_head,
     parse_response_head,
 )
-from proxy._fast._routing_c cimport Decision
+from proxy._fast._routing_c cimport Decision, Target as RouteTarget
 
 cdef int IDLE, ACTIVE, TUNNEL, CLOSED
 cdef int T_NONE, T_KEEPALIVE, T_HEAD, T_RESPONSE
@@ -134,6 +134,7 @@ cdef class Downstream:
     cdef _proceed(self, RequestHead req, Decision decision)
     cdef _mirror(self, Decision decision)
     @cython.locals(parts=list)
+    @cython.locals(route_target=RouteTarget)
     cdef bytes _upstream_head(self, RequestHead req, Decision decision, bytes rid)
 
     @cython.locals(remaining=cython.longlong, used=Py_ssize_t)
@@ -144,9 +145,9 @@ cdef class Downstream:
     cdef _upstream_write_paused(self, bint paused)
     cdef _upstream_data(self, bytes data)
 
-    @cython.locals(end=Py_ssize_t, size=Py_ssize_t, status=int, mode=int, keep=bint,
-                   req=RequestHead, resp=ResponseHead, buf=bytes, rest=bytes, parts=list, timeout=double,
-                   remaining=cython.longlong, out=bytes)
+    @cython.locals(end=Py_ssize_t, size=Py_ssize_t, body_len=Py_ssize_t, status=int, mode=int, keep=bint,
+                   req=RequestHead, resp=ResponseHead, buf=bytes, parts=list, timeout=double,
+                   remaining=cython.longlong, out=bytes, route_target=RouteTarget)
     cdef _response_head(self, bytes data)
 
     @cython.locals(mode=int, done=bint, remaining=cython.longlong, used=Py_ssize_t)

@@ -34,7 +34,9 @@ cdef class RequestHead:
 
 cdef class ResponseHead:
     cdef public object status, http_minor, reason, head, content_length, chunked, keep_alive
-    cdef public object upgrade, forward_headers, verbatim, status_line
+    cdef public object upgrade, verbatim
+    cdef public list pieces
+    cdef public Py_ssize_t status_end
 
 
 @cython.locals(stop=Py_ssize_t, i=Py_ssize_t)

@@ -24,6 +24,8 @@ cdef class EndpointGroup:
 @cython.final
 cdef class Target:
     cdef public object route_name, version_name, request_plan, response_plan
+    cdef public object request_remove, response_remove
+    cdef public bytes request_extra, response_extra
     cdef public Py_ssize_t route_id, version_id, stats_slot
     cdef public EndpointGroup group
     cdef public Target fallback

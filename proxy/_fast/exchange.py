@@ -900,9 +900,9 @@ class Downstream:
         if target[:1] != b"/" and target != b"*":
             target = req.path + (b"?" + req.query if req.query else b"")
         headers = req.forward_headers
-        plan = decision.target.request_plan
-        if plan.remove:
-            headers = drop_header_lines(headers, plan.remove)
+        route_target = decision.target
+        if route_target.request_remove is not None:
+            headers = drop_header_lines(headers, route_target.request_remove)
         parts = [req.method, b" ", target, b" HTTP/1.1\r\n", headers]
         if req.xff:
             parts.append(b"X-Forwarded-For: ")
@@ -938,7 +938,7 @@ class Downstream:
             parts.append(b"Transfer-Encoding: chunked\r\n")
         if req.upgrade is not None:
             parts.append(b"Connection: upgrade\r\nUpgrade: " + req.upgrade + CRLF)
-        parts.append(plan.extra)
+        parts.append(route_target.request_extra)
         parts.append(CRLF)
         return b"".join(parts)
 
@@ -1087,20 +1087,20 @@ class Downstream:
             return
         req = self.req
         status = resp.status
-        rest = buf[size:]
+        body_len = len(buf) - size  # the body bytes that came with the head: sliced where needed
         if status < 200 and status != 101:
             # Interim responses go to HTTP/1.1 clients, except a 100 we already sent ourselves.
             if req.http_minor == 1 and not (status == 100 and self.sent_continue):
                 line = b"HTTP/1.1" + resp.status_line[8:]
                 self.ctx.send(self.transport, line + resp.forward_headers + CRLF)
-            if rest:
-                self._response_head(rest)
+            if body_len:
+                self._response_head(buf[size:])
             return
         if status == 101:
             if req.upgrade is None:
                 self._upstream_failed(UpstreamProtocolError("101 without an upgrade request"))
             else:
-                self._start_tunnel(resp, rest)
+                self._start_tunnel(resp, buf[size:])
             return
         self.status = status
         health = self.ctx.health
@@ -1118,17 +1118,22 @@ class Downstream:
             mode = R_CLOSE
         self.resp_mode = mode
         self.upstream_reusable = resp.keep_alive and mode != R_CLOSE
-        if mode != R_NONE and (mode != R_LENGTH or len(rest) < self.resp_remaining):
+        if mode != R_NONE and (mode != R_LENGTH or body_len < self.resp_remaining):
             # The body is still to come: the request timeout runs on (a whole one needs no re-arm).
             timeout = self.decision.endpoint.pool.request_timeout
             self._arm(T_RESPONSE, timeout - (perf_counter() - self.t_start) if timeout > 0 else math.inf)
 
-        headers = resp.forward_headers
-        plan = self.decision.target.response_plan
-        if plan.remove:
-            headers = drop_header_lines(headers, plan.remove)
-        status_line = resp.status_line
-        parts = [status_line if resp.http_minor == 1 else b"HTTP/1.1" + status_line[8:], headers]
+        route_target = self.decision.target
+        if resp.http_minor == 1 and route_target.response_remove is None:
+            # The usual case: the parser's pieces (status line and header lines) start the write;
+            # ``resp`` is this method's alone, so its list is extended in place.
+            parts = resp.pieces
+        else:
+            headers = resp.forward_headers
+            if route_target.response_remove is not None:
+                headers = drop_header_lines(headers, route_target.response_remove)
+            status_line = resp.status_line
+            parts = [status_line if resp.http_minor == 1 else b"HTTP/1.1" + status_line[8:], headers]
         keep = not self.close_after and self.ctx.draining is False
         if mode in (R_CHUNKED, R_CLOSE):
             if req.http_minor == 1:
@@ -1148,14 +1153,15 @@ class Downstream:
             parts.append(b"X-Request-ID: ")
             parts.append(self.request_id)
             parts.append(CRLF)
-        parts.append(plan.extra)
+        parts.append(route_target.response_extra)
         parts.append(CRLF)
-        if mode == R_LENGTH and len(rest) <= self.resp_remaining:
+        if mode == R_LENGTH and body_len <= self.resp_remaining:
             # The usual case: the body, or its start, came with the head; one join makes the write.
-            if rest:
-                parts.append(rest)
+            # A large body joins from a view of the read, copied once instead of twice.
+            if body_len:
+                parts.append(buf[size:] if body_len < 2048 else memoryview(buf)[size:])
             out = b"".join(parts)
-            remaining = self.resp_remaining - len(rest)
+            remaining = self.resp_remaining - body_len
             self.resp_remaining = remaining
             self.resp_started = True
             self.bytes_out += len(out)
@@ -1168,11 +1174,11 @@ class Downstream:
             self.resp_started = True
             self.bytes_out += len(head)
             self.ctx.send(self.transport, head)
-            if rest:
+            if body_len:
                 self.upstream_reusable = False
             self._response_done()
             return
-        self._response_body(rest, head)
+        self._response_body(buf[size:], head)
 
     def _response_body(self, data: bytes, head: bytes = b"") -> None:
         mode = self.resp_mode

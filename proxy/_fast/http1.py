@@ -292,14 +292,27 @@ class ResponseHead:
         "http_minor",  # 0 or 1
         "reason",  # bytes
         "head",  # bytes: the whole head as received (``headers`` is read from it when asked for)
-        "status_line",  # bytes: the status line as received, with its CRLF
+        "status_end",  # int: where the status line ends in head, its CRLF included
         "content_length",  # int, -1 when absent
         "chunked",  # bool
         "keep_alive",  # bool: the upstream lets us reuse the connection
         "upgrade",  # bytes | None
-        "forward_headers",  # bytes: header lines to forward, hop-by-hop removed, each ending CRLF
-        "verbatim",  # bool: forward_headers is the upstream's own block, unchanged
+        # list[bytes]: joined, the status line as received and the header lines to forward (each
+        # ending CRLF, hop-by-hop ones removed). The data plane appends its own lines and the body
+        # to this list and joins once; the parser cuts pieces of head and joins nothing.
+        "pieces",
+        "verbatim",  # bool: the header lines are the upstream's own block, unchanged
     )
+
+    @property
+    def status_line(self) -> bytes:
+        """The status line as received, with its CRLF."""
+        return self.head[: self.status_end]
+
+    @property
+    def forward_headers(self) -> bytes:
+        """The header lines to forward, hop-by-hop ones removed, each ending CRLF."""
+        return b"".join(self.pieces)[self.status_end :]
 
     @property
     def headers(self) -> list:
@@ -962,9 +975,9 @@ def parse_response_head(head: bytes, max_headers: int) -> ResponseHead:
     upgrade = None
     rebuild = False
     pieces = None
-    run = eol + 2
+    run = 0  # the start of the next piece to keep: the status line comes first
     stop = n - 2
-    i = run
+    i = eol + 2
     while i < stop:
         count += 1
         start = i
@@ -1034,23 +1047,24 @@ def parse_response_head(head: bytes, max_headers: int) -> ResponseHead:
     resp.http_minor = minor
     resp.reason = reason
     resp.head = head
-    resp.status_line = data[: eol + 2]
+    resp.status_end = eol + 2
     resp.content_length = content_length
     resp.chunked = chunked
     resp.keep_alive = keep_alive
     resp.upgrade = upgrade
     if not rebuild and not named:
-        resp.forward_headers = data[eol + 2 : stop]
+        resp.pieces = [data[:stop]]
         resp.verbatim = True
     elif named or merged_length >= 0:
         lines = _split_lines(head)
         fields = _header_fields(head)
-        resp.forward_headers = _forward_block(lines, fields, RESPONSE_DROP, named, merged_length, None)
+        block = _forward_block(lines, fields, RESPONSE_DROP, named, merged_length, None)
+        resp.pieces = [data[: eol + 2], block]
         resp.verbatim = False
     else:
         if run < stop:
             pieces.append(data[run:stop])
-        resp.forward_headers = b"".join(pieces)
+        resp.pieces = pieces
         resp.verbatim = False
     return resp
 

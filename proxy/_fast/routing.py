@@ -98,6 +98,10 @@ class Target:
         "group",
         "request_plan",
         "response_plan",
+        "request_remove",
+        "request_extra",
+        "response_remove",
+        "response_extra",
         "fallback",
         "stats_slot",
     )
@@ -117,6 +121,12 @@ class Target:
         self.group = group
         self.request_plan = request_plan
         self.response_plan = response_plan
+        # The plans' parts, read per request as fields (a NamedTuple's getattr is not free);
+        # None when nothing is removed, so the data plane tests one pointer.
+        self.request_remove = request_plan.remove or None
+        self.request_extra = request_plan.extra
+        self.response_remove = response_plan.remove or None
+        self.response_extra = response_plan.extra
         # Where this version's share goes when it has no endpoint: the route's target for the
         # stable version, or None (answer 503) for the stable version itself or on_empty_version "503".
         self.fallback = None

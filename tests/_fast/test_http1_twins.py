@@ -25,7 +25,8 @@ pytestmark = [
 ]
 
 REQUEST_SLOTS = RequestHead.__slots__
-RESPONSE_SLOTS = (*TWIN.ResponseHead.__slots__, "headers")  # headers: a property built from head
+# headers, status_line, forward_headers: properties built from head and pieces
+RESPONSE_SLOTS = (*TWIN.ResponseHead.__slots__, "headers", "status_line", "forward_headers")
 
 
 def outcome(call, slots):

@@ -18,6 +18,7 @@ from proxy._fast import compiled, pure
 from proxy.errors import NoHealthyUpstream, NoRoute
 from proxy.routing import RouteTable
 from proxy.routing.choice import BUCKETS
+from proxy.routing.plans import EMPTY_PLAN, HeaderPlan
 from proxy.routing.view import RequestView
 from tests.routing.conftest import build_config, build_request
 
@@ -242,12 +243,16 @@ def test_endpoint_group_round_robin_and_swap(m):
 @pytest.mark.parametrize("m", FORMS)
 def test_decision_reads_its_target_and_moves_its_endpoint(m):
     group = m.EndpointGroup("shop", "v2", 5, ["e1"])
-    target = m.Target("r", 2, group, "req-plan", "resp-plan")
+    req_plan = HeaderPlan(frozenset([b"x-a"]), b"X-B: 1\r\n")
+    target = m.Target("r", 2, group, req_plan, EMPTY_PLAN)
     d = target.new_decision("e1", {"a": "b"}, 123, None)
     assert (d.target, d.route_name, d.route_id, d.version_name, d.version_id) == (target, "r", 2, "v2", 5)
     assert (d.request_plan, d.response_plan, d.labels, d.sticky_hash, d.mirror) == (
-        "req-plan", "resp-plan", {"a": "b"}, 123, None
+        req_plan, EMPTY_PLAN, {"a": "b"}, 123, None
     )  # fmt: skip
+    # The plans' parts as the data plane reads them: nothing to remove is None.
+    assert (target.request_remove, target.request_extra) == (frozenset([b"x-a"]), b"X-B: 1\r\n")
+    assert (target.response_remove, target.response_extra) == (None, b"")
     assert d.mirror_version is None
     d.endpoint = "e2"  # the data plane's connect retry
     assert d.endpoint == "e2"
