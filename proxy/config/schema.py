@@ -363,7 +363,7 @@ class RateLimit(_Base):
     # Whose bucket: "client_ip", "route" (one bucket for the route), "header:NAME" or "claim:NAME".
     key: str = "client_ip"
     name: str | None = None  # in the RateLimit headers, logs and counters; default "<route>/<index>"
-    backend: Literal["local", "redis"] = "local"  # local: per process; redis: shared by every process
+    backend: Literal["local", "redis"] = "local"  # local: this instance, all workers; redis: every instance
     shadow: bool = False  # count what would be limited, limit nothing
     on_redis_error: Literal["fail_open", "fail_closed"] = "fail_open"
 

@@ -21,6 +21,7 @@ from proxy.errors import RateLimited
 from proxy.policy import headers
 from proxy.policy.jwt import Identity
 from proxy.policy.ratelimit_local import LocalBuckets
+from proxy.policy.ratelimit_shared import SharedBuckets
 
 if TYPE_CHECKING:
     from proxy.http.request import RequestHead
@@ -122,7 +123,7 @@ class Limit:
         spec: RateLimit,
         name: str,
         counters: LimitCounters,
-        buckets: LocalBuckets | None,
+        buckets: LocalBuckets | SharedBuckets | None,
         redis_prefix: bytes = b"",
     ) -> None:
         self.settings = spec

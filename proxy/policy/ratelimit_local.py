@@ -16,13 +16,13 @@ untouched for a whole period has a TAT in the past -- a full bucket, the same as
 entry -- so dropping it changes nothing. Past ``max_keys`` keys the rotation happens
 early: memory stays bounded, at the price of forgetting (counted in ``evictions``).
 
-Workers: each process has its own buckets. With ``workers: N`` the kernel spreads
-connections over the processes (SO_REUSEPORT), so a key whose requests come over
-several connections may get up to N times the limit, and a key on one keep-alive
-connection gets exactly the limit. Use ``backend: redis`` when the limit must hold
-across processes or replicas.
+Workers: with ``workers: N`` the buckets must hold across the processes, whichever
+worker the kernel gave a connection to (SO_REUSEPORT): there each worker uses
+``SharedBuckets`` (``proxy.policy.ratelimit_shared``), the same GCRA on a table in shared
+memory, and ``LocalBuckets`` serves a graylane of one process (no lock, no file). Use
+``backend: redis`` when the limit must hold across replicas (several graylane instances).
 
-``now`` is any monotonic clock in seconds (the data plane passes ``loop.time()``).
+``now`` is any monotonic clock in seconds (the data plane passes ``perf_counter()``).
 """
 
 from __future__ import annotations

@@ -8,11 +8,16 @@ buckets of a limit with the same route, name, rate and burst, the keys and coold
 a JWKS URL still in use, the Redis connection when ``redis`` is unchanged. After the
 data plane has swapped tables, ``runtime.activate(table)`` (on the loop) starts the
 JWKS fetchers the table needs and stops the ones it no longer does.
+
+Local limits: ``LocalBuckets`` in a process of its own; ``SharedBuckets`` (one table per
+limit in the directory the supervisor names in ``GRAYLANE_SHARED_DIR``) in a worker of a
+multi-worker graylane, so that a local limit holds across the workers of one instance.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from proxy.config.schema import Config, RateLimit, RedisSettings, Route
@@ -23,9 +28,12 @@ from proxy.policy.keys import Fetch, KeyLoadError, KeyRegistry
 from proxy.policy.limits import Limit, LimitCounters, burst_of
 from proxy.policy.ratelimit_local import LocalBuckets
 from proxy.policy.ratelimit_redis import RedisLimiter
+from proxy.policy.ratelimit_shared import SHARED_DIR_ENV, SharedBuckets, SharedTableError
 from proxy.policy.route_policy import RoutePolicy
 
 MAX_KEYS_PER_LIMIT = 100_000  # local buckets kept per limit (bounded memory)
+
+Buckets = LocalBuckets | SharedBuckets
 
 
 class PolicyTable:
@@ -42,14 +50,19 @@ class PolicyTable:
 
 
 class PolicyRuntime:
-    def __init__(self, *, fetch: Fetch = fetch_url, redis_factory: Any = RedisLimiter) -> None:
+    def __init__(
+        self, *, fetch: Fetch = fetch_url, redis_factory: Any = RedisLimiter, shared_dir: str | None = None
+    ) -> None:
+        """``shared_dir``: where the tables of local limits shared with other workers go; by
+        default ``$GRAYLANE_SHARED_DIR`` (set by the supervisor), and none: buckets in this process."""
+        self.shared_dir = shared_dir if shared_dir is not None else os.environ.get(SHARED_DIR_ENV) or None
         self.keys = KeyRegistry(fetch)
         self.auth_counters = AuthCounters()
         self.redis: RedisLimiter | None = None
         self._redis_factory = redis_factory
         self._retired: list[RedisLimiter] = []
         # (route name, limit name) -> (counters, buckets or None, (rate per s, burst))
-        self._limits: dict[tuple[str, str], tuple[LimitCounters, LocalBuckets | None, tuple]] = {}
+        self._limits: dict[tuple[str, str], tuple[LimitCounters, Buckets | None, tuple]] = {}
 
     # --- compile ---------------------------------------------------------------------------
 
@@ -69,7 +82,12 @@ class PolicyRuntime:
                     problems.append(f"routes[{i}].auth.jwt: {exc}")
                 if spec.jwks_url is not None:
                     urls.add(spec.jwks_url)
-            limits = [self._limit(route, j, spec, redis) for j, spec in enumerate(route.rate_limits)]
+            limits = []
+            for j, spec in enumerate(route.rate_limits):
+                try:
+                    limits.append(self._limit(route, j, spec, redis))
+                except SharedTableError as exc:
+                    problems.append(f"routes[{i}].rate_limits[{j}]: {exc}")
             if any(limit.redis for limit in limits) and redis is None:
                 problems.append(f"routes[{i}].rate_limits: backend redis needs the top-level redis section")
             routes.append(RoutePolicy(route.name, auth, limits, redis) if auth or limits else None)
@@ -97,7 +115,13 @@ class PolicyRuntime:
         if state is None or state[2] != shape:
             counters = state[0] if state is not None else LimitCounters()
             buckets = None
-            if spec.backend == "local":
+            if spec.backend == "local" and self.shared_dir is not None:
+                # Named by route, limit and shape: every worker opens the same table.
+                identity = [route.name, name]
+                buckets = SharedBuckets(
+                    shape[0], shape[1], MAX_KEYS_PER_LIMIT, directory=self.shared_dir, identity=identity
+                )
+            elif spec.backend == "local":
                 buckets = LocalBuckets(shape[0], shape[1], MAX_KEYS_PER_LIMIT)
             state = self._limits[(route.name, name)] = (counters, buckets, shape)
         prefix = b""

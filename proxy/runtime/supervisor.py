@@ -8,6 +8,11 @@ N workers (``python -m proxy worker``) that each open their own SO_REUSEPORT
 listening sockets (the kernel spreads connections), and holds what must be one per
 host: the admin API, config reload, and the sums of the workers' counters.
 
+It also creates the directory of the tables the workers share (the buckets of local
+rate limits, ``proxy.policy.ratelimit_shared``): under /dev/shm when there is one, named
+to the workers in ``GRAYLANE_SHARED_DIR``, removed when the supervisor exits. Restarted
+workers open the same tables, so a crash resets no limit.
+
 Workers report cumulative counters once a second (``proxy.runtime.ipc``). A worker
 that exits without being asked is started again (with a growing pause if it keeps
 crashing); its last report is kept in ``retired`` so that sums never go backwards.
@@ -22,9 +27,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from typing import Any
 
 from proxy.admin.status import status_document
@@ -34,6 +41,7 @@ from proxy.observe.counters import Snapshot
 from proxy.observe.metrics import render_metrics
 from proxy.observe.stats import Stats
 from proxy.observe.window import Window
+from proxy.policy.ratelimit_shared import SHARED_DIR_ENV
 from proxy.rollout.controller import RolloutController
 from proxy.rollout.metrics import rollout_families
 from proxy.rollout.overrides import apply_weights
@@ -81,6 +89,7 @@ class Supervisor:
         self.addresses: list[str] = []
         self.admin: Any = None
         self.startup_failed = asyncio.Event()
+        self.shared_dir: str | None = None  # made by make_shared_dir(), removed by remove_shared_dir()
         # The rollouts of every worker are decided here, from the summed counters; workers
         # read the weights from the state file the controller writes (SIGUSR2 says when).
         self.rollouts = RolloutController(config, self, self._rollout_weights, clock=loop.time)
@@ -115,6 +124,20 @@ class Supervisor:
             port = sock.getsockname()[1]
             self.addresses.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
 
+    def make_shared_dir(self) -> None:
+        """The directory of the tables the workers share (memory when /dev/shm exists)."""
+        shm = "/dev/shm"
+        where = shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
+        try:
+            self.shared_dir = tempfile.mkdtemp(prefix=f"graylane-{os.getpid()}-", dir=where)
+        except OSError as exc:
+            raise StartupError(f"cannot create the directory shared by the workers: {exc}") from exc
+
+    def remove_shared_dir(self) -> None:
+        if self.shared_dir is not None:
+            shutil.rmtree(self.shared_dir, ignore_errors=True)
+            self.shared_dir = None
+
     async def start_workers(self) -> None:
         for handle in self.workers:
             await self._spawn(handle)
@@ -133,6 +156,8 @@ class Supervisor:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = dict(os.environ)
         env.update(worker_env(handle.index, child.fileno(), self.addresses))
+        if self.shared_dir is not None:
+            env[SHARED_DIR_ENV] = self.shared_dir
         handle.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "proxy.runtime.worker", self.path, pass_fds=(child.fileno(),), env=env
         )
@@ -329,12 +354,17 @@ async def _main(config: Config, path: str) -> int:
 
         supervisor.admin = AdminServer(config.admin, supervisor)
         await supervisor.admin.start()
+    supervisor.make_shared_dir()
     try:
-        await supervisor.start_workers()
-    except StartupError:
-        await supervisor.stop(signal.SIGTERM)
-        raise
-    return await supervisor.serve()
+        try:
+            await supervisor.start_workers()
+        except StartupError:
+            await supervisor.stop(signal.SIGTERM)
+            raise
+        return await supervisor.serve()
+    finally:
+        # After the workers have stopped (serve and stop wait for them).
+        supervisor.remove_shared_dir()
 
 
 def run_supervisor(config: Config, path: str) -> int:
