@@ -31,25 +31,32 @@ def rollout_families(controller: Any) -> list[Family]:
     ]
 
 
-def health_families(monitor: Any) -> list[Family]:
+def health_counts(monitor: Any) -> dict[str, int]:
+    """A HealthMonitor's counters as plain numbers: what ``health_families`` shows, and what a
+    worker reports to the supervisor (which sums them)."""
     outlier = monitor.outlier
+    return {"ejections": outlier.ejections, "skipped": outlier.skipped, "changes": monitor.changes}
+
+
+def health_families(counts: dict[str, int]) -> list[Family]:
+    """``counts``: ``health_counts(monitor)``, or those of several workers summed."""
     return [
         (
             "graylane_outlier_ejections_total",
             "Endpoints ejected after consecutive failures.",
             (),
-            {(): outlier.ejections},
+            {(): counts.get("ejections", 0)},
         ),
         (
             "graylane_outlier_ejections_skipped_total",
             "Ejections refused by max_ejection_percent.",
             (),
-            {(): outlier.skipped},
+            {(): counts.get("skipped", 0)},
         ),
         (
             "graylane_endpoint_health_changes_total",
             "Endpoint health or ejection changes.",
             (),
-            {(): monitor.changes},
+            {(): counts.get("changes", 0)},
         ),
     ]

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 
 from proxy.observe.counters import SlotTotals, Snapshot
 from proxy.observe.stats import Stats
+from proxy.policy.limits import LimitCounters
 
 FRAME = struct.Struct("!I")
 MAX_FRAME = 64 * 1024 * 1024
@@ -32,6 +34,9 @@ class WorkerReport(msgspec.Struct, array_like=True):
     upstream_idle: int
     mirror: dict[str, int]
     routing: dict[str, int]
+    # Added later, so defaulted: a report without them still decodes (as zeros).
+    policy: dict[str, Any] = {}  # PolicyRuntime.snapshot()
+    health: dict[str, int] = {}  # proxy.rollout.metrics.health_counts(monitor)
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -104,3 +109,63 @@ def add_counts(dicts: list[dict[str, int]]) -> dict[str, int]:
         for key, value in counts.items():
             total[key] = total.get(key, 0) + value
     return total
+
+
+# JWKS per-URL fields that count events (summed); "keys" and "down" describe the present.
+_JWKS_COUNTERS = ("fetches", "failures", "kid_fetches", "kid_refused")
+_REDIS_COUNTERS = ("decisions", "round_trips", "errors", "outages")
+_LIMIT_ZEROS = LimitCounters().as_dict()
+
+
+def _add_into(total: dict[str, Any], counts: dict[str, Any], names: Iterable[str]) -> None:
+    for name in names:
+        total[name] = total.get(name, 0) + counts.get(name, 0)
+
+
+def merge_policy(live: Iterable[dict[str, Any]], retired: Iterable[dict[str, Any]] = ()) -> dict[str, Any]:
+    """One ``PolicyRuntime.snapshot()``-shaped dict summing the workers' snapshots.
+
+    Counters (auth, JWKS fetches, rate limit outcomes per (route, limit), Redis round trips)
+    are summed over ``live`` and ``retired`` (the last reports of exited workers, so sums
+    never go backwards). Gauges come from ``live`` only, a dead worker's view being stale:
+    JWKS ``keys`` is the largest any worker holds (each fetches the same set, so the max is
+    what the instance can verify with), and JWKS or Redis ``down`` is true when any worker
+    sees it down (some requests then fail or fall back).
+    """
+    auth: dict[str, Any] = {"verified": 0, "cache_hits": 0, "failures": {}, "headers_dropped": 0}
+    jwks: dict[str, dict[str, Any]] = {}
+    limits: dict[tuple[str, str], dict[str, Any]] = {}
+    redis: dict[str, Any] | None = None
+    for snapshot, is_live in [(s, True) for s in live] + [(s, False) for s in retired]:
+        seen = snapshot.get("auth")
+        if seen:
+            _add_into(auth, seen, ("verified", "cache_hits", "headers_dropped"))
+            failures = auth["failures"]
+            for reason, count in seen.get("failures", {}).items():
+                failures[reason] = failures.get(reason, 0) + count
+        for url, remote in snapshot.get("jwks", {}).items():
+            total = jwks.setdefault(url, {"keys": 0, **dict.fromkeys(_JWKS_COUNTERS, 0), "down": False})
+            _add_into(total, remote, _JWKS_COUNTERS)
+            if is_live:
+                total["keys"] = max(total["keys"], remote.get("keys", 0))
+                total["down"] = total["down"] or bool(remote.get("down"))
+        for limit in snapshot.get("rate_limits", []):
+            key = (limit["route"], limit["limit"])
+            # Every outcome present, even if a worker's report lacks one: the metrics read them all.
+            total = limits.setdefault(key, {"route": key[0], "limit": key[1], **_LIMIT_ZEROS})
+            _add_into(total, limit, (name for name in limit if name not in ("route", "limit")))
+        seen = snapshot.get("redis")
+        if seen is not None:
+            if redis is None:
+                redis = {**dict.fromkeys(_REDIS_COUNTERS, 0), "down": False}
+            _add_into(redis, seen, _REDIS_COUNTERS)
+            if is_live:
+                redis["down"] = redis["down"] or bool(seen.get("down"))
+    merged: dict[str, Any] = {
+        "auth": auth,
+        "jwks": jwks,
+        "rate_limits": [limits[key] for key in sorted(limits)],
+    }
+    if redis is not None:
+        merged["redis"] = redis
+    return merged

@@ -29,7 +29,7 @@ from proxy.observe.window import Window
 from proxy.policy import PolicyRuntime
 from proxy.policy.metrics import policy_families
 from proxy.rollout.controller import RolloutController, UnknownRollout
-from proxy.rollout.metrics import health_families, rollout_families
+from proxy.rollout.metrics import health_counts, health_families, rollout_families
 from proxy.rollout.overrides import apply_weights, saved_weights
 from proxy.runtime.listener import Acceptor, open_socket
 
@@ -309,7 +309,8 @@ class Server:
     def metrics_text(self) -> bytes:
         ctx = self.ctx
         extra = {"client_connections": len(ctx.connections), "mirror_dropped": ctx.mirror.stats.dropped}
-        families = health_families(self.health) + policy_families(self.policy_runtime.snapshot())
+        families = health_families(health_counts(self.health))
+        families += policy_families(self.policy_runtime.snapshot())
         if self.rollouts is not None:
             families += rollout_families(self.rollouts)
         return render_metrics(ctx.counters, ctx.stats, ctx.pools, extra, families)

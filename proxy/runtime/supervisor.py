@@ -41,11 +41,19 @@ from proxy.observe.counters import Snapshot
 from proxy.observe.metrics import render_metrics
 from proxy.observe.stats import Stats
 from proxy.observe.window import Window
+from proxy.policy.metrics import policy_families
 from proxy.policy.ratelimit_shared import SHARED_DIR_ENV
 from proxy.rollout.controller import RolloutController
-from proxy.rollout.metrics import rollout_families
+from proxy.rollout.metrics import health_families, rollout_families
 from proxy.rollout.overrides import apply_weights
-from proxy.runtime.ipc import WorkerReport, add_counts, merge_snapshots, merge_stats, read_report
+from proxy.runtime.ipc import (
+    WorkerReport,
+    add_counts,
+    merge_policy,
+    merge_snapshots,
+    merge_stats,
+    read_report,
+)
 from proxy.runtime.listener import open_socket, split_address
 from proxy.runtime.server import build_table, refused_reload, worker_count
 from proxy.runtime.worker import worker_env
@@ -81,6 +89,8 @@ class Supervisor:
         self.draining = False
         self.retired_counters: list[Snapshot] = []
         self.retired_stats: list[dict[str, Any]] = []
+        self.retired_policy: list[dict[str, Any]] = []
+        self.retired_health: list[dict[str, int]] = []
         self.reloads_ok = 0
         self.reloads_failed = 0
         self.restarts = 0
@@ -109,6 +119,15 @@ class Supervisor:
         stats.reloads_ok = self.reloads_ok
         stats.reloads_failed = self.reloads_failed
         return stats
+
+    def merged_policy(self) -> dict[str, Any]:
+        """The policy counters of every worker, summed (``PolicyRuntime.snapshot()``-shaped)."""
+        return merge_policy([w.last.policy for w in self.workers if w.last is not None], self.retired_policy)
+
+    def merged_health(self) -> dict[str, int]:
+        """The health monitors' counters (ejections, skipped, changes), summed over workers."""
+        live = [w.last.health for w in self.workers if w.last is not None]
+        return add_counts(self.retired_health + live)
 
     def reports(self) -> list[WorkerReport]:
         return [w.last for w in self.workers if w.last is not None]
@@ -189,6 +208,8 @@ class Supervisor:
         if handle.last is not None:
             self.retired_counters.append(handle.last.counters)
             self.retired_stats.append(handle.last.stats)
+            self.retired_policy.append(handle.last.policy)
+            self.retired_health.append(handle.last.health)
             handle.last = None
         if self.stopping:
             return
@@ -311,7 +332,10 @@ class Supervisor:
         }
         pools = (totals["upstream_active"], totals["upstream_idle"])
         snapshot = self.snapshot(self.loop.time())
-        return render_metrics(snapshot, self.merged_stats(), pools, extra, rollout_families(self.rollouts))
+        # The same families as a single process (Server.metrics_text), from the workers' sums.
+        families = health_families(self.merged_health()) + policy_families(self.merged_policy())
+        families += rollout_families(self.rollouts)
+        return render_metrics(snapshot, self.merged_stats(), pools, extra, families)
 
     def status_document(self, seconds: float) -> dict[str, Any]:
         per_version = self.window.per_version(seconds)

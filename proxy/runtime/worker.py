@@ -19,6 +19,7 @@ from typing import Any
 
 from proxy.config.schema import Config
 from proxy.errors import ConfigError
+from proxy.rollout.metrics import health_counts
 from proxy.runtime.ipc import WorkerReport, encode
 from proxy.runtime.server import Server, run_main
 
@@ -43,6 +44,8 @@ def report(server: Server, index: int) -> WorkerReport:
         upstream_idle=sum(len(pool.idle) for pool in pools),
         mirror={name: getattr(ctx.mirror.stats, name) for name in ctx.mirror.stats.__slots__},
         routing=ctx.table.stats.as_dict(),
+        policy=server.policy_runtime.snapshot(),
+        health=health_counts(server.health),
     )
 
 
