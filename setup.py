@@ -7,8 +7,9 @@ lives under build/, so no importable _X_c.py ever appears in the package. An opt
 proxy/_fast/_X_c.pxd (Cython's "augmenting .pxd") adds C types to the compiled form only; it is
 copied next to the generated source, where Cython looks for it.
 
-The copy ends with the SHA-256 of X.py; proxy._fast compares it with the X.py beside it and
-refuses an extension built from another version of the source (a stale in-place build).
+The copy ends with a SHA-256 of X.py and every .pxd (proxy._fast.source_digest); proxy._fast
+compares it with the sources beside it and refuses an extension built from another version of
+them (a stale in-place build).
 
 Failing to build is not fatal: the package then runs on the twins, slower, and the build says
 so. GRAYLANE_REQUIRE_EXTENSIONS=1 makes any failure fatal; GRAYLANE_NO_EXTENSIONS=1 builds none.
@@ -16,7 +17,7 @@ so. GRAYLANE_REQUIRE_EXTENSIONS=1 makes any failure fatal; GRAYLANE_NO_EXTENSION
 
 from __future__ import annotations
 
-import hashlib
+import importlib.util
 import os
 from pathlib import Path
 
@@ -61,13 +62,21 @@ def _write_if_changed(path: Path, data: bytes) -> None:
         path.write_bytes(data)
 
 
+def _source_digest(name: str) -> str:
+    # proxy/_fast/_digest.py alone (stdlib only), not the package: the build may lack its deps.
+    spec = importlib.util.spec_from_file_location("_graylane_digest", FAST_DIR / "_digest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.source_digest(FAST_DIR, name)
+
+
 def _generate_source(name: str) -> Path:
     """Write build/cython/proxy/_fast/_NAME_c.py (+ .pxd) from proxy/_fast/NAME.py; return its path."""
     source = (FAST_DIR / f"{name}.py").read_bytes()
     target_dir = GENERATED_DIR / FAST_DIR
     target = target_dir / f"_{name}_c.py"
-    digest = hashlib.sha256(source).hexdigest()
-    trailer = f"\n\n# Appended by setup.py: the {name}.py this extension was built from.\n"
+    digest = _source_digest(name)
+    trailer = f"\n\n# Appended by setup.py: the {name}.py (and .pxd files) this extension was built from.\n"
     trailer += f"_twin_source_sha256 = {digest!r}\n"
     _write_if_changed(target, source + trailer.encode())
 

@@ -80,7 +80,7 @@ def test_both_forms_are_distinct_modules(name: str) -> None:
     if ext is not None:
         assert ext.__name__ == f"proxy._fast._{name}_c"
         assert ext is not twin
-        assert ext._twin_source_sha256 == hashlib.sha256((FAST_DIR / f"{name}.py").read_bytes()).hexdigest()
+        assert ext._twin_source_sha256 == fast.source_digest(FAST_DIR, name)
 
 
 def test_no_extensions_env_forces_the_twins() -> None:
@@ -118,7 +118,7 @@ def test_importing_the_package_imports_no_twin() -> None:
         "import json, sys, proxy._fast\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.startswith('proxy._fast.'))))\n"
     )
-    assert _run_python(code) == []
+    assert _run_python(code) == ["proxy._fast._digest"]  # stdlib only; no twin, no extension
 
 
 # --- layout rules ----------------------------------------------------------------------------------
@@ -197,6 +197,17 @@ def test_stale_extension_is_refused_with_a_warning(standin, digest) -> None:
     assert fast.COMPILED == {"standin": False}
     probe = fast._probe("standin")
     assert probe.stale and probe.module is None
+
+
+def test_a_changed_pxd_makes_the_extension_stale(standin, tmp_path) -> None:
+    """Any .pxd counts: an extension may cimport another's types and was built for that layout."""
+    twin, install = standin
+    (tmp_path / "_other_c.pxd").write_bytes(b"cdef class Other:\n    cdef public object a\n")
+    install(fast.source_digest(tmp_path, "standin"))
+    assert fast._probe("standin").module is not None
+    (tmp_path / "_other_c.pxd").write_bytes(b"cdef class Other:\n    cdef public int a\n")
+    with pytest.warns(RuntimeWarning, match="another version of standin.py or a .pxd"):
+        assert fast.load("standin") is twin
 
 
 def test_extension_runs_only_with_the_extensions_it_requires(standin, monkeypatch) -> None:

@@ -9,8 +9,10 @@ and gets the extension when it is built, current and allowed, else the pure-Pyth
 choice is made on first use of a name, not when this package is imported, and then kept.
 
 - ``GRAYLANE_NO_EXTENSIONS=1`` forces the pure twins (read once, at import).
-- An extension built from another version of X.py (a stale in-place build) is refused with a
-  RuntimeWarning: the build records the SHA-256 of the source it compiled.
+- An extension built from another version of X.py or of any .pxd here (a stale in-place build)
+  is refused with a RuntimeWarning: the build records ``source_digest`` of what it compiled.
+  Every .pxd counts, not only X's own: an extension that cimports another's types was compiled
+  against that one's layout too.
 - An extension listed in ``REQUIRES`` runs only if the twins it depends on run compiled.
 - ``pure(name)`` and ``compiled(name)`` give each form explicitly, for tests that compare them;
   ``COMPILED`` says which form each name resolved to.
@@ -18,7 +20,6 @@ choice is made on first use of a name, not when this package is imported, and th
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 import sys
@@ -27,7 +28,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import NamedTuple
 
-__all__ = ["COMPILED", "NO_EXTENSIONS", "REQUIRES", "compiled", "load", "pure"]
+from proxy._fast._digest import source_digest
+
+__all__ = ["COMPILED", "NO_EXTENSIONS", "REQUIRES", "compiled", "load", "pure", "source_digest"]
 
 
 def _env_flag(name: str) -> bool:
@@ -67,12 +70,12 @@ def _probe(name: str) -> _Probe:
     except ImportError as exc:
         return _Probe(None, f"cannot import {__name__}._{name}_c: {exc}")
     try:
-        source = (_HERE / f"{name}.py").read_bytes()
+        digest = source_digest(_HERE, name)
     except OSError:
         return _Probe(module, "loaded; no source beside it to compare")
-    if getattr(module, "_twin_source_sha256", None) != hashlib.sha256(source).hexdigest():
+    if getattr(module, "_twin_source_sha256", None) != digest:
         built = getattr(module, "__file__", module.__name__)
-        why = f"{built} was built from another version of {name}.py: rebuild it (make venv)"
+        why = f"{built} was built from another version of {name}.py or a .pxd: rebuild it (make venv)"
         return _Probe(None, why, stale=True)
     return _Probe(module, "loaded")
 
