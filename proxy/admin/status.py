@@ -72,38 +72,25 @@ def status_document(
     pools: Any,
     window_seconds: float,
     health: Any = None,
+    merged: Any = None,
 ) -> dict[str, Any]:
     """Routes, versions, weights, endpoints and the last window's figures per version.
 
     ``health`` (a HealthMonitor) marks endpoints unhealthy or ejected and says where a
     version with none left sends its share; without it every endpoint counts as healthy.
+    A supervisor passes ``merged`` (``proxy.runtime.ipc.MergedEndpoints``) instead of
+    ``health`` and ``pools``: the marks and pool connections of its live workers.
     """
     services: dict[str, Any] = {}
     for name, service in config.services.items():
         stable = service.stable or next(iter(service.versions))
         versions = {}
         for version_name, version in service.versions.items():
-            group = table.group(name, version_name)
             live = per_version.get((name, version_name))
-            if health is not None:
-                marks = health.health.describe(name, version_name)
+            if merged is not None:
+                marks = _merged_marks(config, table, name, version_name, merged)
             else:
-                marks = {
-                    "serving": bool(group.endpoints),
-                    "falls_back_to": None,
-                    "endpoints": [
-                        {"address": e.address, "healthy": True, "ejected": False, "detail": None}
-                        for e in group.endpoints
-                    ],
-                }
-            by_address = {
-                e.address: e for e in table.endpoints if (e.service, e.version) == (name, version_name)
-            }
-            for entry in marks["endpoints"]:
-                endpoint = by_address.get(entry["address"])
-                pool = pools.pools.get(endpoint.key) if pools is not None and endpoint is not None else None
-                entry["active"] = pool.active if pool else 0
-                entry["idle"] = len(pool.idle) if pool else 0
+                marks = _local_marks(table, name, version_name, pools, health)
             versions[version_name] = {
                 "stable": version_name == stable,
                 "labels": dict(version.labels),
@@ -141,3 +128,80 @@ def _sticky_source(route: Any) -> str | None:
     if sticky.cookie:
         return f"cookie:{sticky.cookie}"
     return "client_ip"
+
+
+def _endpoint_entry(
+    address: str, healthy: bool, ejected: bool, detail: str | None, active: int, idle: int
+) -> dict[str, Any]:
+    """One endpoint of /status: the same keys from one process and from a supervisor."""
+    return {
+        "address": address,
+        "healthy": healthy,
+        "ejected": ejected,
+        "detail": detail,
+        "active": active,
+        "idle": idle,
+    }
+
+
+def _local_marks(table: Any, service: str, version: str, pools: Any, health: Any) -> dict[str, Any]:
+    """One version in this process: its health marks and each endpoint's pool."""
+    if health is not None:
+        marks = health.health.describe(service, version)
+    else:
+        group = table.group(service, version)
+        marks = {
+            "serving": bool(group.endpoints),
+            "falls_back_to": None,
+            "endpoints": [
+                {"address": e.address, "healthy": True, "ejected": False, "detail": None}
+                for e in group.endpoints
+            ],
+        }
+    by_address = {e.address: e for e in table.endpoints if (e.service, e.version) == (service, version)}
+    endpoints = []
+    for entry in marks["endpoints"]:
+        endpoint = by_address.get(entry["address"])
+        pool = pools.pools.get(endpoint.key) if pools is not None and endpoint is not None else None
+        active, idle = (pool.active, len(pool.idle)) if pool else (0, 0)
+        marks_of = (entry["healthy"], entry["ejected"], entry["detail"])
+        endpoints.append(_endpoint_entry(entry["address"], *marks_of, active, idle))
+    return {**marks, "endpoints": endpoints}
+
+
+def _merged_marks(config: Config, table: Any, service: str, version: str, merged: Any) -> dict[str, Any]:
+    """One version over a supervisor's live workers (``MergedEndpoints``).
+
+    Each endpoint shows the worst state any worker holds and in how many of the ``workers``.
+    A worker serves the version while it holds one of its endpoints usable; the version shows
+    as serving only when every worker does (different workers may eject different endpoints).
+    """
+    endpoints = []
+    out_everywhere: set[int] | None = None  # workers that hold every endpoint so far out
+    for endpoint in table.endpoints:
+        if (endpoint.service, endpoint.version) != (service, version):
+            continue
+        total = merged.get((service, version, endpoint.address))
+        out_everywhere = set(total.out_in) if out_everywhere is None else out_everywhere & total.out_in
+        entry = _endpoint_entry(
+            endpoint.address, total.healthy, total.ejected, total.detail, total.active, total.idle
+        )
+        entry.update(unhealthy_in=total.unhealthy_in, ejected_in=total.ejected_in, workers=merged.workers)
+        endpoints.append(entry)
+    serving = out_everywhere is not None and not out_everywhere
+    return {
+        "serving": serving,
+        "falls_back_to": _falls_back_to(config, service, version, serving),
+        "endpoints": endpoints,
+    }
+
+
+def _falls_back_to(config: Config, service: str, version: str, serving: bool) -> str | None:
+    """Where a version's share goes: the rule of ``EndpointHealth.describe``, from the config."""
+    if serving:
+        return None
+    settings = config.services[service]
+    stable = settings.stable or next(iter(settings.versions))
+    if version != stable and settings.on_empty_version == "stable":
+        return stable
+    return "503"

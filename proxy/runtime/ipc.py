@@ -3,15 +3,18 @@
 Each worker sends a ``WorkerReport`` once a second over its socket pair: length-
 prefixed msgspec msgpack frames. The reports carry cumulative counters, so a lost
 or late report loses nothing; the supervisor keeps the latest per worker and, when
-a worker exits, folds its last report into ``retired`` so that summed counters never
-go backwards (Prometheus counters must only grow).
+a worker exits, folds the counters of its last report into one running ``Retired``
+total, so that summed counters never go backwards (Prometheus counters must only
+grow) and the supervisor's memory stays bounded however often workers restart.
+Gauges (open connections, pool connections, endpoint health, JWKS keys) describe
+the present and come from live workers only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -22,6 +25,24 @@ from proxy.policy.limits import LimitCounters
 
 FRAME = struct.Struct("!I")
 MAX_FRAME = 64 * 1024 * 1024
+
+
+EndpointKey = tuple[str, str, str]  # (service, version, address)
+
+
+class EndpointState(msgspec.Struct, array_like=True):
+    """One endpoint as one worker sees it. Sent only when it differs from the defaults (healthy,
+    not ejected, no pooled connection), so a quiet worker's report stays small; the defaults
+    also let a shorter entry (fields added later) decode."""
+
+    service: str
+    version: str
+    address: str
+    active: int = 0  # pooled upstream connections in use
+    idle: int = 0
+    healthy: bool = True  # what the active health checks say
+    detail: str | None = None  # the failing check's words while unhealthy
+    ejected: bool = False  # by this worker's passive outlier detection
 
 
 class WorkerReport(msgspec.Struct, array_like=True):
@@ -37,6 +58,7 @@ class WorkerReport(msgspec.Struct, array_like=True):
     # Added later, so defaulted: a report without them still decodes (as zeros).
     policy: dict[str, Any] = {}  # PolicyRuntime.snapshot()
     health: dict[str, int] = {}  # proxy.rollout.metrics.health_counts(monitor)
+    endpoints: list[EndpointState] = []  # the endpoints not in the default state
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -169,3 +191,92 @@ def merge_policy(live: Iterable[dict[str, Any]], retired: Iterable[dict[str, Any
     if redis is not None:
         merged["redis"] = redis
     return merged
+
+
+# --- endpoints: pools summed, health the worst any live worker holds --------------------
+
+
+class EndpointTotals(msgspec.Struct):
+    """One endpoint over the live workers (what the supervisor's /status shows)."""
+
+    active: int = 0
+    idle: int = 0
+    healthy: bool = True  # False when any worker's health checks find it failing
+    detail: str | None = None  # the words of the first such worker
+    ejected: bool = False  # True when any worker ejected it
+    unhealthy_in: int = 0  # how many workers hold it unhealthy
+    ejected_in: int = 0  # how many workers hold it ejected
+    out_in: set[int] = set()  # the workers (positions in ``live``) that send it nothing
+
+
+class MergedEndpoints(msgspec.Struct):
+    workers: int  # live workers that reported
+    endpoints: dict[EndpointKey, EndpointTotals]  # only endpoints some worker reported
+
+    def get(self, key: EndpointKey) -> EndpointTotals:
+        """The totals of ``key``: the defaults when no worker reported it (healthy, idle)."""
+        return self.endpoints.get(key) or EndpointTotals()
+
+
+def merge_endpoints(live: Sequence[Sequence[EndpointState]]) -> MergedEndpoints:
+    """The live workers' endpoint states (``WorkerReport.endpoints``) as one view.
+
+    Pool connections are summed. Each worker's health checks and outlier detection act on
+    its own evidence, so the workers may disagree; the view shows the worst state any of them
+    holds, and in how many.
+    """
+    totals: dict[EndpointKey, EndpointTotals] = {}
+    for worker, states in enumerate(live):
+        for state in states:
+            key = (state.service, state.version, state.address)
+            total = totals.get(key)
+            if total is None:
+                total = totals[key] = EndpointTotals()
+            total.active += state.active
+            total.idle += state.idle
+            if not state.healthy:
+                if total.healthy:
+                    total.healthy, total.detail = False, state.detail
+                total.unhealthy_in += 1
+            if state.ejected:
+                total.ejected = True
+                total.ejected_in += 1
+            if state.ejected or not state.healthy:
+                total.out_in.add(worker)
+    return MergedEndpoints(len(live), totals)
+
+
+# --- the counters of workers that exited -----------------------------------------------
+
+
+class Retired:
+    """The counters of every worker that exited, folded into one running total per kind.
+
+    Memory stays bounded by the config (its route and endpoint names), not by the number of
+    restarts. Gauges are not kept: a dead worker holds no connection and its view is stale.
+    """
+
+    def __init__(self) -> None:
+        self.counters: Snapshot | None = None
+        self.stats: dict[str, Any] = {}
+        self.policy: dict[str, Any] = {}
+        self.health: dict[str, int] = {}
+        self.mirror: dict[str, int] = {}
+        self.routing: dict[str, int] = {}
+        self.folded = 0  # reports folded in so far
+
+    def fold(self, report: WorkerReport) -> None:
+        """Add the counters of ``report`` (a dead worker's last) to the totals."""
+        previous = [] if self.counters is None else [self.counters]
+        self.counters = merge_snapshots([*previous, report.counters], 0.0)
+        self.stats = merge_stats([self.stats, report.stats]).snapshot()
+        # As retired reports, so that merge_policy keeps their counters and drops their gauges.
+        self.policy = merge_policy([], [self.policy, report.policy])
+        self.health = add_counts([self.health, report.health])
+        self.mirror = add_counts([self.mirror, report.mirror])
+        self.routing = add_counts([self.routing, report.routing])
+        self.folded += 1
+
+    def snapshots(self) -> list[Snapshot]:
+        """The retired request counters, as a list to put before the live workers' snapshots."""
+        return [] if self.counters is None else [self.counters]

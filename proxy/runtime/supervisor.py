@@ -15,7 +15,13 @@ workers open the same tables, so a crash resets no limit.
 
 Workers report cumulative counters once a second (``proxy.runtime.ipc``). A worker
 that exits without being asked is started again (with a growing pause if it keeps
-crashing); its last report is kept in ``retired`` so that sums never go backwards.
+crashing); the counters of its last report are folded into ``retired`` (one running
+total per kind, so memory stays bounded whatever the number of restarts) so that sums
+never go backwards. Gauges (connections, pools, endpoint health) come from live workers.
+
+Each worker runs its own health checks and outlier detection and ejects endpoints on its
+own evidence (as each Envoy instance does); /status shows, per endpoint, the worst state
+any live worker holds and in how many workers.
 
 Signals: SIGHUP checks the new config here first and, if it compiles, passes the
 SIGHUP on (a bad config never reaches a worker); SIGTERM passes on and waits for
@@ -47,8 +53,11 @@ from proxy.rollout.controller import RolloutController
 from proxy.rollout.metrics import health_families, rollout_families
 from proxy.rollout.overrides import apply_weights
 from proxy.runtime.ipc import (
+    MergedEndpoints,
+    Retired,
     WorkerReport,
     add_counts,
+    merge_endpoints,
     merge_policy,
     merge_snapshots,
     merge_stats,
@@ -87,10 +96,7 @@ class Supervisor:
         self.signals: asyncio.Queue[int] = asyncio.Queue()
         self.stopping = False
         self.draining = False
-        self.retired_counters: list[Snapshot] = []
-        self.retired_stats: list[dict[str, Any]] = []
-        self.retired_policy: list[dict[str, Any]] = []
-        self.retired_health: list[dict[str, int]] = []
+        self.retired = Retired()  # the counters of exited workers, folded
         self.reloads_ok = 0
         self.reloads_failed = 0
         self.restarts = 0
@@ -110,11 +116,11 @@ class Supervisor:
 
     def snapshot(self, at: float = 0.0) -> Snapshot:
         live = [w.last.counters for w in self.workers if w.last is not None]
-        return merge_snapshots(self.retired_counters + live, at)
+        return merge_snapshots(self.retired.snapshots() + live, at)
 
     def merged_stats(self) -> Stats:
         live = [w.last.stats for w in self.workers if w.last is not None]
-        stats = merge_stats(self.retired_stats + live)
+        stats = merge_stats([self.retired.stats, *live])
         # Reloads happen here; the workers' own reload counters would count each one N times.
         stats.reloads_ok = self.reloads_ok
         stats.reloads_failed = self.reloads_failed
@@ -122,15 +128,26 @@ class Supervisor:
 
     def merged_policy(self) -> dict[str, Any]:
         """The policy counters of every worker, summed (``PolicyRuntime.snapshot()``-shaped)."""
-        return merge_policy([w.last.policy for w in self.workers if w.last is not None], self.retired_policy)
+        live = [w.last.policy for w in self.workers if w.last is not None]
+        return merge_policy(live, [self.retired.policy])
 
     def merged_health(self) -> dict[str, int]:
         """The health monitors' counters (ejections, skipped, changes), summed over workers."""
         live = [w.last.health for w in self.workers if w.last is not None]
-        return add_counts(self.retired_health + live)
+        return add_counts([self.retired.health, *live])
+
+    def merged_endpoints(self) -> MergedEndpoints:
+        """Each endpoint's pool connections and health marks over the live workers."""
+        return merge_endpoints([r.endpoints for r in self.reports()])
 
     def reports(self) -> list[WorkerReport]:
         return [w.last for w in self.workers if w.last is not None]
+
+    def retire(self, handle: WorkerHandle) -> None:
+        """A worker exited: fold the counters of its last report into ``retired``."""
+        if handle.last is not None:
+            self.retired.fold(handle.last)
+            handle.last = None
 
     # --- start ---------------------------------------------------------------
 
@@ -202,15 +219,11 @@ class Supervisor:
             try:
                 await asyncio.wait_for(asyncio.shield(handle.reader), 2.0)
             except TimeoutError:
-                pass
+                # A report read after the fold would be counted twice (retired and live).
+                handle.reader.cancel()
         if not handle.ready.is_set():
             self.startup_failed.set()
-        if handle.last is not None:
-            self.retired_counters.append(handle.last.counters)
-            self.retired_stats.append(handle.last.stats)
-            self.retired_policy.append(handle.last.policy)
-            self.retired_health.append(handle.last.health)
-            handle.last = None
+        self.retire(handle)
         if self.stopping:
             return
         lived = self.loop.time() - handle.started
@@ -339,7 +352,8 @@ class Supervisor:
 
     def status_document(self, seconds: float) -> dict[str, Any]:
         per_version = self.window.per_version(seconds)
-        document = status_document(self.table.config, self.table, per_version, None, seconds)
+        merged = self.merged_endpoints()
+        document = status_document(self.table.config, self.table, per_version, None, seconds, merged=merged)
         document["draining"] = self.draining
         document["rollouts"] = self.rollouts.status()["rollouts"]
         document["workers"] = [
@@ -363,10 +377,10 @@ class Supervisor:
         }
 
     def mirror_totals(self) -> dict[str, int]:
-        return add_counts([r.mirror for r in self.reports()])
+        return add_counts([self.retired.mirror, *(r.mirror for r in self.reports())])
 
     def routing_totals(self) -> dict[str, int]:
-        return add_counts([r.routing for r in self.reports()])
+        return add_counts([self.retired.routing, *(r.routing for r in self.reports())])
 
 
 async def _main(config: Config, path: str) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 from proxy.config.schema import Config
 from proxy.errors import ConfigError
 from proxy.rollout.metrics import health_counts
-from proxy.runtime.ipc import WorkerReport, encode
+from proxy.runtime.ipc import EndpointState, WorkerReport, encode
 from proxy.runtime.server import Server, run_main
 
 log = logging.getLogger("graylane")
@@ -46,7 +46,24 @@ def report(server: Server, index: int) -> WorkerReport:
         routing=ctx.table.stats.as_dict(),
         policy=server.policy_runtime.snapshot(),
         health=health_counts(server.health),
+        endpoints=endpoint_states(server),
     )
+
+
+def endpoint_states(server: Server) -> list[EndpointState]:
+    """The endpoints of the current table whose health marks or pool differ from the defaults:
+    what this worker's /status would show for them (``status_document``)."""
+    health = server.health.health
+    pools = server.ctx.pools.pools
+    states = []
+    for key, endpoint in health.all_keys():
+        pool = pools.get(endpoint.key)
+        active, idle = (pool.active, len(pool.idle)) if pool is not None else (0, 0)
+        detail = health.unhealthy.get(key)
+        ejected = key in health.ejected
+        if active or idle or ejected or detail is not None:
+            states.append(EndpointState(*key, active, idle, detail is None, detail, ejected))
+    return states
 
 
 async def _report_forever(server: Server, index: int, sock: socket.socket) -> None:
