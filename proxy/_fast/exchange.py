@@ -1028,7 +1028,8 @@ class Downstream:
         if failed is None or attempts >= MAX_CONNECT_RETRIES:
             return None
         group = self.decision.target.group
-        if len(group.endpoints) < 2 or group.next is None:
+        # Not "fewer than two": the failure may just have ejected ``failed``, leaving one other.
+        if group.next is None:
             return None
         for _ in range(len(group.endpoints)):
             candidate = group.next()

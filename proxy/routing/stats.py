@@ -14,5 +14,10 @@ class RoutingStats:
         # Requests whose chosen version had no endpoint and went to the stable version.
         self.empty_version_fallbacks = 0
 
+    def carry_over(self, previous: RoutingStats) -> None:
+        """Add the counts of the table this one replaces: counters never go back on a reload."""
+        for name in self.__slots__:
+            setattr(self, name, getattr(self, name) + getattr(previous, name))
+
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}

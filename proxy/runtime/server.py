@@ -117,6 +117,8 @@ class Server:
 
     def _install_table(self, table: Any) -> None:
         """Make ``table`` the one new requests use (endpoint health applied first)."""
+        if table is not self.ctx.table:
+            table.stats.carry_over(self.ctx.table.stats)
         self.health.attach(table)
         self.ctx.set_table(table)
         self._sync_pools(table)

@@ -53,6 +53,21 @@ def test_sighup_applies_a_new_split(backend, graylane):
     assert _stats(proxy)["reloads_ok"] == 1
 
 
+def test_routing_counters_carry_over_a_reload(backend, graylane):
+    v1, v2 = backend("v1"), backend("v2")
+    rule = {"match": {"labels": {"tenant": {"exact": "acme"}}}, "version": "v2"}
+    text = config({"api": service(v1, v2)}, [{"name": "api", "service": "api", "rules": [rule]}],
+                  admin={"address": "127.0.0.1:0"})  # fmt: skip
+    proxy = graylane(text)
+    bad = {"X-Request-Metadata": "not json"}
+    assert get(proxy, headers=bad).status == 200
+    assert _stats(proxy)["routing"]["metadata_invalid"] == 1
+    reload(proxy, text)  # a new route table: its counters start where the old one's were
+    assert _stats(proxy)["routing"]["metadata_invalid"] == 1
+    assert get(proxy, headers=bad).status == 200
+    assert _stats(proxy)["routing"]["metadata_invalid"] == 2
+
+
 def _bad_route(v1: Backend, v2: Backend, **route) -> str:
     route = {"name": "api", "service": "api", "split": split(v1=100, v2=0), **route}
     return config({"api": service(v1, v2)}, [route], admin={"address": "127.0.0.1:0"})

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from proxy.testing import Backend, GraylaneProcess, request
+from proxy.testing import Backend, GraylaneProcess, free_port, request
 
 pytestmark = pytest.mark.integration
 
@@ -87,6 +87,19 @@ def test_a_killed_endpoint_is_taken_out_and_no_request_fails(backend, graylane):
     assert failures[at_ejection:] == [], failures[:5]
     assert at_ejection <= 2, failures
     assert served.get("a", 0) > 0 and served.get("b", 0) > after
+
+
+def test_the_request_that_ejects_an_endpoint_is_retried_on_the_other(backend, graylane):
+    # One error ejects; the ejection leaves the version one endpoint, which the retry must use.
+    live, dead = backend("b"), f"127.0.0.1:{free_port()}"  # nothing listens there: connect refused
+    config = json.loads(_config([dead, live.endpoint]))
+    del config["services"]["api"]["health"]  # outlier ejection alone
+    config["services"]["api"]["outlier"]["consecutive_errors"] = 1
+    proxy = graylane(json.dumps(config))
+    statuses = [request(proxy.host, proxy.port, "GET", "/", timeout=5).status for _ in range(6)]
+    assert statuses == [200] * 6
+    assert _endpoints(proxy)[dead]["ejected"] is True
+    assert len(live.requests) == 6
 
 
 def test_an_endpoint_that_comes_back_gets_traffic_again(backend, graylane):
