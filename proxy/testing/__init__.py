@@ -12,7 +12,7 @@ import socket
 
 from proxy.testing.backend import Backend, RecordedRequest, pattern_bytes
 from proxy.testing.client import BadResponse, PeerClosed, RawClient, Response, build_request, request
-from proxy.testing.process import GraylaneProcess, ProcessStartError
+from proxy.testing.process import GraylaneProcess, ProcessStartError, poll_until
 
 __all__ = [
     "Backend",
@@ -26,6 +26,7 @@ __all__ = [
     "build_request",
     "free_port",
     "pattern_bytes",
+    "poll_until",
     "request",
 ]
 

@@ -23,17 +23,37 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, TypeVar
 
-__all__ = ["GraylaneProcess", "ProcessStartError", "count_listeners", "proxy_config"]
+from proxy.testing.client import request
+
+__all__ = ["GraylaneProcess", "ProcessStartError", "count_listeners", "poll_until", "proxy_config"]
+
+T = TypeVar("T")
 
 # Where this checkout's ``proxy`` package lives, so that ``-m proxy`` imports it
 # whatever the child's working directory is.
 _SOURCE_ROOT = str(Path(__file__).resolve().parents[2])
 _CONFIG_SUFFIXES = (".yaml", ".yml", ".json", ".toml")
 _STREAMS = ("stderr", "stdout")
+
+
+def poll_until(predicate: Callable[[], T], timeout: float = 15.0) -> T:
+    """Call ``predicate`` until it returns a true value, and return that value.
+
+    For state that lives in another process (graylane's admin API, a worker's report): there
+    is no event to wait on, so this polls, and fails the test after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
 
 
 class ProcessStartError(RuntimeError):
@@ -298,6 +318,10 @@ class GraylaneProcess:
     @property
     def admin_port(self) -> int:
         return self.admin_address[1]
+
+    def admin_json(self, path: str) -> Any:
+        """GET ``path`` on the admin API (a new connection) and decode its JSON body."""
+        return request(*self.admin_address, "GET", path, timeout=10).json()
 
     @property
     def host(self) -> str:

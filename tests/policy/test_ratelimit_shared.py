@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +27,7 @@ from proxy.policy.ratelimit_shared import (
     key_digest,
     slot_count,
 )
-from proxy.testing import Backend, GraylaneProcess, RawClient, request
+from proxy.testing import Backend, GraylaneProcess, RawClient, poll_until
 from proxy.testing.process import proxy_config
 
 Make = Callable[..., Any]
@@ -342,22 +341,6 @@ def _held_by(pid: int, port: int) -> set[int]:
     return peers
 
 
-def _admin(proxy: GraylaneProcess, path: str) -> Any:
-    return request(*proxy.admin_address, "GET", path, timeout=10).json()
-
-
-def _wait_for(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
-    """Poll the admin API (another process's state) until ``predicate`` holds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
-
-
 @pytest.mark.integration
 def test_two_workers_hold_one_local_limit(
     backend: Callable[..., Backend],
@@ -371,7 +354,7 @@ def test_two_workers_hold_one_local_limit(
     config["routes"][0]["rate_limits"] = [limit]
     config["access_log"] = {"enabled": False}
     proxy = graylane(json.dumps(config))
-    pids = [w["pid"] for w in _admin(proxy, "/status")["workers"]]
+    pids = [w["pid"] for w in proxy.admin_json("/status")["workers"]]
     assert len(set(pids)) == 2
 
     # A new connection per request, kept open so that we can see which worker took it.
@@ -387,8 +370,8 @@ def test_two_workers_hold_one_local_limit(
     mark = proxy.log_mark()
     os.kill(pids[0], signal.SIGKILL)
     proxy.wait_for_log(r"worker 0 \(pid \d+\) exited with -9; restarting", 10, since=mark)
-    _wait_for(
-        lambda: all(w["ready"] and w["pid"] not in pids[:1] for w in _admin(proxy, "/status")["workers"])
+    poll_until(
+        lambda: all(w["ready"] and w["pid"] not in pids[:1] for w in proxy.admin_json("/status")["workers"])
     )
     more = [raw_client(proxy.host, proxy.port) for _ in range(12)]
     assert Counter(client.request("GET", "/after").status for client in more) == {429: 12}

@@ -13,14 +13,13 @@ from typing import Any
 import jwt
 import msgspec
 import pytest
-from test_workers import _wait_for
 
 from proxy.health.monitor import HealthMonitor
 from proxy.observe.counters import RequestCounters
 from proxy.policy.metrics import policy_families
 from proxy.rollout.metrics import health_counts, health_families
 from proxy.runtime.ipc import WorkerReport, add_counts, encode, merge_policy
-from proxy.testing import Backend, GraylaneProcess, RawClient, request
+from proxy.testing import Backend, GraylaneProcess, RawClient, poll_until, request
 from proxy.testing.process import proxy_config
 
 
@@ -271,7 +270,7 @@ def test_two_workers_policy_counters_add_up_in_the_supervisors_metrics(
         text = _metrics(proxy)
         return text if all(_sample(text, *key) == count for key, count in wanted.items()) else None
 
-    text = _wait_for(settled, timeout=15)
+    text = poll_until(settled, timeout=15)
     tokens = [_sample(text, "graylane_auth_tokens_total", f'result="{r}"') for r in ("verified", "cache_hit")]
     assert sum(t or 0 for t in tokens) == SENT
     assert _sample(text, rl, 'limit="per-client",outcome="shadow_limited",route="all"') == 0
@@ -289,7 +288,7 @@ def test_the_supervisor_shows_the_families_a_single_process_shows(
         assert request(proxy.host, proxy.port, "GET", "/open", timeout=10).status == 200
         if workers == 2:
             # The policy families appear with the first reports (sent as each worker starts).
-            _wait_for(lambda p=proxy: "graylane_rate_limit_decisions_total{" in _metrics(p))
+            poll_until(lambda p=proxy: "graylane_rate_limit_decisions_total{" in _metrics(p))
         names[workers] = _families(_metrics(proxy))
         proxy.stop(timeout=20)
     assert names[1] == names[2]

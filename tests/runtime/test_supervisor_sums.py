@@ -13,7 +13,6 @@ from typing import Any
 
 import msgspec
 import pytest
-from test_workers import _admin, _wait_for
 
 from proxy.admin.status import status_document
 from proxy.config.convert import convert
@@ -35,7 +34,7 @@ from proxy.runtime.ipc import (
 from proxy.runtime.server import Server, build_table
 from proxy.runtime.supervisor import Supervisor
 from proxy.runtime.worker import endpoint_states
-from proxy.testing import Backend, GraylaneProcess, request
+from proxy.testing import Backend, GraylaneProcess, poll_until, request
 from proxy.testing.process import proxy_config
 
 V1 = ["127.0.0.1:9101", "127.0.0.1:9102"]
@@ -338,7 +337,7 @@ def _workers_config(endpoints: list[str], **service: Any) -> str:
 
 
 def _endpoints(proxy: GraylaneProcess) -> dict[str, dict[str, Any]]:
-    versions = _admin(proxy, "/status")["services"]["api"]["versions"]
+    versions = proxy.admin_json("/status")["services"]["api"]["versions"]
     return {e["address"]: e for e in versions["v1"]["endpoints"]}
 
 
@@ -361,23 +360,23 @@ def test_an_endpoint_ejected_by_a_worker_shows_ejected_in_the_supervisors_status
         entry = _endpoints(proxy)[doomed.endpoint]
         return entry if entry["ejected"] else None
 
-    entry = _wait_for(ejected, timeout=15)
+    entry = poll_until(ejected, timeout=15)
     assert entry["workers"] == 2 and 1 <= entry["ejected_in"] <= 2, entry
     # A refused connect is retried on the other endpoint, except by the request whose failure
     # ejects (its version then has one endpoint left): at most one 502 per worker.
     assert set(statuses) <= {200, 502} and statuses.count(502) <= 2, statuses
     assert (entry["healthy"], entry["unhealthy_in"]) == (True, 0)
     # The other endpoint is in every worker, and its pooled connections are summed.
-    other = _wait_for(lambda: (e := _endpoints(proxy)[good.endpoint])["idle"] >= 1 and e)
+    other = poll_until(lambda: (e := _endpoints(proxy)[good.endpoint])["idle"] >= 1 and e)
     assert (other["ejected"], other["ejected_in"], other["workers"]) == (False, 0, 2)
-    v1 = _admin(proxy, "/status")["services"]["api"]["versions"]["v1"]
+    v1 = proxy.admin_json("/status")["services"]["api"]["versions"]["v1"]
     assert (v1["serving"], v1["falls_back_to"]) == (True, None)
     metrics = request(*proxy.admin_address, "GET", "/metrics", timeout=10).body.decode()
     assert f"graylane_outlier_ejections_total {entry['ejected_in']}" in metrics
 
 
 def _sums(proxy: GraylaneProcess) -> dict[str, int]:
-    stats = _admin(proxy, "/stats")
+    stats = proxy.admin_json("/stats")
     return {
         "requests": stats["requests"],
         "mirror_sent": stats["mirror"].get("sent", 0),
@@ -402,24 +401,24 @@ def test_killed_workers_take_no_mirror_routing_or_request_count_with_them(
         headers = [("X-Request-Metadata", "not json")]
         assert request(proxy.host, proxy.port, "GET", f"/m{i}", headers=headers, timeout=10).status == 200
     want = {"requests": sent, "mirror_sent": sent, "metadata_invalid": sent}
-    before = _wait_for(lambda: (s := _sums(proxy)) == want and s, timeout=15)
+    before = poll_until(lambda: (s := _sums(proxy)) == want and s, timeout=15)
     # Kill both workers in turn: afterwards every request counted so far was a dead worker's.
     for index in range(2):
-        victim = _admin(proxy, "/status")["workers"][index]["pid"]
+        victim = proxy.admin_json("/status")["workers"][index]["pid"]
         mark = proxy.log_mark()
         os.kill(victim, signal.SIGKILL)
         proxy.wait_for_log(rf"worker {index} \(pid {victim}\) exited with -9; restarting", 10, since=mark)
 
         def replaced(index: int = index, victim: int = victim) -> bool:
-            worker = _admin(proxy, "/status")["workers"][index]
+            worker = proxy.admin_json("/status")["workers"][index]
             return worker["pid"] not in (None, victim) and worker["ready"]
 
-        _wait_for(replaced, timeout=15)
+        poll_until(replaced, timeout=15)
         now = _sums(proxy)
         assert all(now[name] >= before[name] for name in before), (before, now)
     for i in range(5):
         headers = [("X-Request-Metadata", "not json")]
         assert request(proxy.host, proxy.port, "GET", f"/n{i}", headers=headers, timeout=10).status == 200
     more = {name: count + 5 for name, count in want.items()}
-    _wait_for(lambda: _sums(proxy) == more, timeout=15)
-    assert _admin(proxy, "/stats")["worker_restarts"] == 2
+    poll_until(lambda: _sums(proxy) == more, timeout=15)
+    assert proxy.admin_json("/stats")["worker_restarts"] == 2
