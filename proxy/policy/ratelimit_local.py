@@ -32,21 +32,15 @@ import math
 _EPSILON = 1e-9  # float sums of intervals must not refuse the last token of a burst
 
 
-class LocalBuckets:
-    __slots__ = (
-        "interval",
-        "tolerance",
-        "burst",
-        "max_keys",
-        "evictions",
-        "_limit",
-        "_new",
-        "_old",
-        "_period",
-        "_rotate_at",
-    )
+class BucketShape:
+    """What every GCRA bucket table keeps of its limit: the interval, the tolerance, the bound.
 
-    def __init__(self, rate: float, burst: int, max_keys: int = 100_000) -> None:
+    ``LocalBuckets`` and ``SharedBuckets`` (ratelimit_shared) differ only in where TATs live.
+    """
+
+    __slots__ = ("interval", "tolerance", "burst", "max_keys", "evictions", "_limit")
+
+    def __init__(self, rate: float, burst: int, max_keys: int) -> None:
         """``rate`` tokens per second, ``burst`` tokens at most (>= 1)."""
         if rate <= 0 or burst < 1 or max_keys < 1:
             raise ValueError("rate must be > 0, burst >= 1 and max_keys >= 1")
@@ -54,8 +48,21 @@ class LocalBuckets:
         self.tolerance = burst * self.interval
         self.burst = burst
         self.max_keys = max_keys
-        self.evictions = 0  # keys forgotten before they were idle (max_keys reached)
+        self.evictions = 0  # keys forgotten before they were idle (the table was full)
         self._limit = self.tolerance + _EPSILON * self.interval
+
+    def _tokens_left(self, tat: float, now: float) -> int:
+        """Whole tokens in a bucket whose theoretical arrival time is ``tat``."""
+        ahead = max(tat - now, 0.0)
+        return max(0, math.floor((self.tolerance - ahead) / self.interval + _EPSILON))
+
+
+class LocalBuckets(BucketShape):
+    __slots__ = ("_new", "_old", "_period", "_rotate_at")
+
+    def __init__(self, rate: float, burst: int, max_keys: int = 100_000) -> None:
+        """``rate`` tokens per second, ``burst`` tokens at most (>= 1)."""
+        super().__init__(rate, burst, max_keys)
         self._new: dict = {}
         self._old: dict = {}
         self._period = max(self.tolerance, 1.0)
@@ -95,8 +102,7 @@ class LocalBuckets:
         tat = self._new.get(key)
         if tat is None:
             tat = self._old.get(key, now)
-        ahead = max(tat - now, 0.0)
-        return max(0, math.floor((self.tolerance - ahead) / self.interval + _EPSILON))
+        return self._tokens_left(tat, now)
 
     def _rotate(self, now: float) -> None:
         self._old = self._new

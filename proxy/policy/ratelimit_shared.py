@@ -47,12 +47,12 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import math
 import mmap
 import os
 import struct
 
 from proxy.errors import GraylaneError
+from proxy.policy.ratelimit_local import BucketShape
 
 SHARED_DIR_ENV = "GRAYLANE_SHARED_DIR"  # set by the supervisor for its workers
 
@@ -66,7 +66,6 @@ _WINDOW = struct.Struct("<" + "Qd" * PROBE)  # the probed slots, read in one cal
 SLOT_SIZE = _SLOT.size
 _STEP = SLOT_SIZE // 2  # bytes per item of a window (two items per slot): index -> offset
 
-_EPSILON = 1e-9  # float sums of intervals must not refuse the last token of a burst
 _DIGESTS_CACHED = 4096  # recent keys' digests kept per instance (a dict, cleared when full)
 
 _blake2b = hashlib.blake2b
@@ -107,16 +106,10 @@ def table_name(identity: object, rate: float, burst: int, slots: int) -> str:
     return "buckets-" + hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
-class SharedBuckets:
+class SharedBuckets(BucketShape):
     __slots__ = (
-        "interval",
-        "tolerance",
-        "burst",
-        "max_keys",
-        "evictions",
         "path",
         "slots",
-        "_limit",
         "_mask",
         "_fd",
         "_map",
@@ -131,14 +124,7 @@ class SharedBuckets:
 
         SharedTableError when the file cannot be created or opened, or is not such a table.
         """
-        if rate <= 0 or burst < 1 or max_keys < 1:
-            raise ValueError("rate must be > 0, burst >= 1 and max_keys >= 1")
-        self.interval = 1.0 / rate
-        self.tolerance = burst * self.interval
-        self.burst = burst
-        self.max_keys = max_keys
-        self.evictions = 0  # keys this process pushed out before they were idle (table full there)
-        self._limit = self.tolerance + _EPSILON * self.interval
+        super().__init__(rate, burst, max_keys)  # evictions: the keys this process pushed out
         self.slots = slot_count(max_keys)
         self._mask = self.slots - 1
         self._digests: dict[object, int] = {}
@@ -256,8 +242,7 @@ class SharedBuckets:
             if window[i] == digest:
                 tat = window[i + 1]
                 break
-        ahead = max(tat - now, 0.0)
-        return max(0, math.floor((self.tolerance - ahead) / self.interval + _EPSILON))
+        return self._tokens_left(tat, now)
 
 
 def _open_table(path: str, header: bytes, size: int) -> int:
