@@ -13,6 +13,7 @@ from typing import Any
 
 from proxy.config.dump import config_to_builtins
 from proxy.config.schema import Config
+from proxy.health.state import falls_back_to
 from proxy.observe.window import WindowStats
 
 SECRET_KEYS = frozenset(["token", "secret", "password", "key_data", "client_secret"])
@@ -197,11 +198,7 @@ def _merged_marks(config: Config, table: Any, service: str, version: str, merged
 
 
 def _falls_back_to(config: Config, service: str, version: str, serving: bool) -> str | None:
-    """Where a version's share goes: the rule of ``EndpointHealth.describe``, from the config."""
-    if serving:
-        return None
+    """``falls_back_to`` with the service's stable version and setting read from the config."""
     settings = config.services[service]
     stable = settings.stable or next(iter(settings.versions))
-    if version != stable and settings.on_empty_version == "stable":
-        return stable
-    return "503"
+    return falls_back_to(stable, settings.on_empty_version, version, serving)

@@ -111,11 +111,15 @@ class EndpointHealth:
                 }
             )
         serving = any(e["healthy"] and not e["ejected"] for e in endpoints)
-        stable = self._stable.get(service)
-        if serving:
-            falls_back_to = None
-        elif version != stable and self._on_empty.get(service) == "stable":
-            falls_back_to = stable
-        else:
-            falls_back_to = "503"
-        return {"serving": serving, "falls_back_to": falls_back_to, "endpoints": endpoints}
+        fallback = falls_back_to(self._stable.get(service), self._on_empty.get(service), version, serving)
+        return {"serving": serving, "falls_back_to": fallback, "endpoints": endpoints}
+
+
+def falls_back_to(stable: str | None, on_empty: str | None, version: str, serving: bool) -> str | None:
+    """Where a version's share goes (shown in /status): nowhere else while it serves; else the
+    stable version when ``on_empty_version`` is "stable" and this is not it; else "503"."""
+    if serving:
+        return None
+    if version != stable and on_empty == "stable":
+        return stable
+    return "503"
