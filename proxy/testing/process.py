@@ -40,11 +40,12 @@ _CONFIG_SUFFIXES = (".yaml", ".yml", ".json", ".toml")
 _STREAMS = ("stderr", "stdout")
 
 
-def poll_until(predicate: Callable[[], T], timeout: float = 15.0) -> T:
+def poll_until(predicate: Callable[[], T], timeout: float = 15.0, what: str = "condition") -> T:
     """Call ``predicate`` until it returns a true value, and return that value.
 
-    For state that lives in another process (graylane's admin API, a worker's report): there
-    is no event to wait on, so this polls, and fails the test after ``timeout`` seconds.
+    For state that lives in another process or in files it writes (graylane's admin API, a
+    worker's report, the access log): there is no event to wait on, so this polls, and fails
+    the test after ``timeout`` seconds, naming ``what`` and the last value seen.
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -52,8 +53,8 @@ def poll_until(predicate: Callable[[], T], timeout: float = 15.0) -> T:
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
+            raise AssertionError(f"{what}: not within {timeout}s (last: {value!r})")
+        time.sleep(0.02)
 
 
 class ProcessStartError(RuntimeError):

@@ -16,7 +16,6 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -25,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from proxy.testing import Backend, GraylaneProcess, Response, free_port, request
+from proxy.testing import Backend, GraylaneProcess, Response, free_port, poll_until, request
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +47,6 @@ ACCESS_LOG_FIELDS = [
     "flags",
 ]
 POLL_DEADLINE = 5.0  # seconds for a file written by graylane's flush timer to show a line
-POLL_EVERY = 0.02
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT_ID = "b7ad6b7169203331"
 TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
@@ -159,15 +157,8 @@ def scrape(proxy: GraylaneProcess) -> tuple[str, Samples]:
 
 
 def poll(what: str, check: Callable[[], Any], deadline: float = POLL_DEADLINE) -> Any:
-    """``check()`` once it is truthy. The file system has no event to wait on: poll it, bounded."""
-    end = time.monotonic() + deadline
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > end:
-            raise AssertionError(f"{what}: not within {deadline}s (last: {result!r})")
-        time.sleep(POLL_EVERY)
+    """``check()`` once it is truthy (files graylane writes: the file system has no event)."""
+    return poll_until(check, deadline, what)
 
 
 def read_lines(path: Path) -> list[dict[str, Any]]:
