@@ -67,6 +67,19 @@ class RequestTimeout(BadRequest):
     flag = "DT"
 
 
+class MethodNotAllowed(HttpError):
+    """405: a method graylane does not pass on (TRACE, unless ``protocol.trace``)."""
+
+    status = 405
+    flag = "MNA"  # graylane's own flag: Envoy has none for it
+    headers = b""  # the Allow line
+
+    def __init__(self, reason: str = "", headers: bytes = b"") -> None:
+        super().__init__(reason)
+        if headers:
+            self.headers = headers
+
+
 class NoRoute(HttpError):
     status = 404
     flag = "NR"

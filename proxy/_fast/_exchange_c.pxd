@@ -21,8 +21,10 @@ from proxy._fast._http1_c cimport (
 )
 from proxy._fast._routing_c cimport Decision, Target as RouteTarget
 
-cdef int IDLE, ACTIVE, TUNNEL, CLOSED
-cdef int T_NONE, T_KEEPALIVE, T_HEAD, T_RESPONSE
+cdef int IDLE, ACTIVE, TUNNEL, LINGER, CLOSED
+cdef int T_NONE, T_KEEPALIVE, T_HEAD, T_RESPONSE, T_LINGER
+cdef double LINGER_TIME, LINGER_IDLE
+cdef Py_ssize_t LINGER_MAX_BYTES
 cdef int R_NONE, R_LENGTH, R_CHUNKED, R_CLOSE
 cdef int P_UPSTREAM_FULL, P_PIPELINE, P_CONNECTING, P_POLICY
 cdef Py_ssize_t MAX_RESPONSE_HEAD, MAX_PENDING, MAX_CONNECT_RETRIES, RESPONSE_MAX_HEADERS
@@ -43,6 +45,7 @@ cdef class RequestCounters:
 cdef class Stats:
     cdef public long long requests, upstream_connects, upstream_connect_errors, upstream_timeouts
     cdef public long long pool_hits, pool_misses, retries, accept_paused, reloads_ok, reloads_failed
+    cdef public long long connections_evicted, connection_cap_reached
     cdef public list responses_by_class
     cdef public dict errors_by_flag, rejected_by_reason
 
@@ -53,7 +56,9 @@ cdef class ServerContext:
     cdef public object limits, loop, mirror, table, policies, access_log, exporter
     cdef public object health, on_connection_closed
     cdef public PoolRegistry pools
-    cdef public bint tracing, draining, immediate
+    cdef public bint tracing, draining, immediate, drop_underscores, trace
+    cdef public Py_ssize_t max_clients
+    cdef public bytes via11, via10
     cdef public set connections
     cdef public Py_ssize_t accepting
     cdef public list out
@@ -104,7 +109,10 @@ cdef class Upstream:
 cdef class Downstream:
     cdef public ServerContext ctx
     cdef public object loop, transport, client_ip
-    cdef public double head_timeout, keepalive_timeout
+    cdef public double head_timeout, keepalive_timeout, body_timeout, t_idle
+    cdef public double exchange_deadline, body_seen, resp_seen, resp_idle, linger_until
+    cdef public bint ignore_client_abort, drop_underscores
+    cdef public Py_ssize_t lingered
     cdef public Py_ssize_t max_header_bytes, max_uri_bytes
     cdef public object max_headers
     cdef public int state, paused, timer, resp_mode, status
@@ -125,8 +133,10 @@ cdef class Downstream:
 
     @cython.locals(end=Py_ssize_t, size=Py_ssize_t, buf=bytes, req=RequestHead, path=bytes)
     cdef _next_request(self)
-    @cython.locals(ctx=ServerContext)
+    cdef object _oversized(self, bytes buf)
+    @cython.locals(ctx=ServerContext, method=bytes)
     cdef _begin(self, RequestHead req)
+    cdef bint _max_forwards(self, RequestHead req) except -1
     @cython.locals(ctx=ServerContext)
     cdef _route(self, RequestHead req, bint may_wait)
     @cython.locals(ctx=ServerContext, pool=EndpointPool, conn=Upstream, timeout=double, now=double,
@@ -137,7 +147,7 @@ cdef class Downstream:
     @cython.locals(route_target=RouteTarget)
     cdef bytes _upstream_head(self, RequestHead req, Decision decision, bytes rid)
 
-    @cython.locals(remaining=cython.longlong, used=Py_ssize_t)
+    @cython.locals(remaining=cython.longlong, used=Py_ssize_t, deadline=double)
     cdef bytes _request_body(self, bytes data)
     cdef _send_up(self, bytes data)
     cdef _other_endpoint(self, object failed, int attempts)
@@ -159,6 +169,7 @@ cdef class Downstream:
     cdef _finish_exchange(self)
     cdef _fail(self, object error)
     cdef _answer_error(self, object error)
+    cdef _answer_local(self, int status, bytes extra, bytes content_type, bytes body)
     cdef _reject(self, object error)
     cdef _drop_upstream(self)
 
@@ -166,10 +177,14 @@ cdef class Downstream:
                    decision=Decision)
     cdef _account(self, int status, str flag=*, double now=*)
     cdef _close(self)
+    @cython.locals(now=double)
+    cdef _linger(self)
+    cdef _linger_read(self, Py_ssize_t size)
+    @cython.locals(deadline=double, body=double, idle=double)
+    cdef double _next_deadline(self)
     cdef _pause(self, int reason)
     cdef _resume(self, int reason)
     cdef _arm(self, int kind, double seconds)
-    cdef _arm_min(self, int kind, double seconds)
 
 cdef bint _COMPILED
 

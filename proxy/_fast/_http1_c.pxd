@@ -22,6 +22,7 @@ cdef tuple _KNOWN_NAMES, _METHODS
 cdef bytes _KNOWN_CODES, _KNOWN_FIRST, _KNOWN_INITIALS
 cdef Py_ssize_t _KNOWN_LONGEST, _REQUEST_DROP_MASK, _RESPONSE_DROP_MASK
 cdef Py_ssize_t _CLOSE, _KEEP_ALIVE, _UPGRADE
+cdef Py_ssize_t _N_UPPER, _N_UNDERSCORE
 cdef int _SIZE, _DATA, _DATA_END, _TRAILER, _DONE
 cdef Py_ssize_t _MAX_CHUNK_LINE, _MAX_TRAILER
 
@@ -78,8 +79,8 @@ cdef object _field_fault(const unsigned char* data, Py_ssize_t start, object err
 @cython.locals(table=cython.p_const_uchar)
 cdef Py_ssize_t _name_end(const unsigned char* data, Py_ssize_t i) noexcept
 
-@cython.locals(table=cython.p_const_uchar)
-cdef bint _has_upper(const unsigned char* data, Py_ssize_t start, Py_ssize_t end) noexcept
+@cython.locals(table=cython.p_const_uchar, kind=Py_ssize_t)
+cdef Py_ssize_t _name_kind(const unsigned char* data, Py_ssize_t start, Py_ssize_t end) noexcept
 
 @cython.locals(c=cython.uchar)
 cdef Py_ssize_t _skip_blanks(const unsigned char* data, Py_ssize_t start, Py_ssize_t end) noexcept
@@ -136,8 +137,9 @@ cpdef Py_ssize_t find_head_end(bytes buf) except -2
                named=list, expect_continue=bint, traceparent_seen=bint, host_seen=bint, rebuild=bint,
                pieces=list, run=Py_ssize_t, stop=Py_ssize_t, start=Py_ssize_t, k=Py_ssize_t, name=bytes,
                code=Py_ssize_t, vend=Py_ssize_t, value=bytes, chunked=bint, keep_alive=bint,
-               merged_length=cython.longlong, absolute=bint, req=RequestHead)
-cpdef RequestHead parse_request_head(bytes head, object max_uri, object max_headers)
+               merged_length=cython.longlong, absolute=bint, req=RequestHead, kind=Py_ssize_t,
+               underscored=bint, kept_fields=list)
+cpdef RequestHead parse_request_head(bytes head, object max_uri, object max_headers, bint drop_underscores=*)
 
 @cython.locals(data=cython.p_const_uchar, n=Py_ssize_t, i=Py_ssize_t, c=cython.uchar, eol=Py_ssize_t,
                minor=int, d1=Py_ssize_t, d2=Py_ssize_t, d3=Py_ssize_t, status=int, reason=bytes,

@@ -2,12 +2,16 @@
 
 Theory of operation
 -------------------
-A connection is in one of four states (the table below is the only place they
+A connection is in one of five states (the table below is the only place they
 change):
 
     IDLE    waiting for (the rest of) a request head
     ACTIVE  one exchange in progress: the request streams up, the response down
     TUNNEL  after an upstream's 101: bytes relayed both ways, no HTTP any more
+    LINGER  a refusal (400, 408, 413, 414, 431 ...) was sent and the write side shut:
+            what the client still sends is read and dropped for a moment, so that
+            closing with unread bytes (which resets the connection and can destroy
+            the answer in the client's buffer) does not hide the answer (RFC 9112 9.6)
     CLOSED  the transport is gone
 
 An exchange is driven by callbacks only (no coroutine per request): the head is
@@ -39,6 +43,13 @@ several reasons at once; ``paused`` is a bit mask of them.
 
 Timeouts: each connection has one ``deadline`` and a ``timer`` kind; the
 server's sweep calls ``on_timer`` when it has passed (no timer per request).
+During an exchange (T_RESPONSE) three limits run at once: the exchange's own
+deadline (``exchange_deadline``: the whole request, or the response head), the
+gap between two reads of the request body (``body_seen`` + ``body_timeout``,
+408) and the gap between two reads of the response body (``resp_seen`` +
+``response_idle_timeout``, the response cut short). A read only records when it
+happened; ``deadline`` is the earliest of the three as last computed, and
+``on_timer`` computes it again when it finds that nothing has expired yet.
 Deadlines, like every time here, are ``time.perf_counter()`` readings: the
 exchange reads that clock three times a request (start, sent, done) and reuses
 the readings for its deadlines; ``loop.time()`` would be more calls, not fewer.
@@ -64,6 +75,7 @@ from proxy.errors import (
     BadRequest,
     HeaderTooLarge,
     HttpError,
+    MethodNotAllowed,
     RequestTimeout,
     UpstreamConnectError,
     UpstreamError,
@@ -74,7 +86,7 @@ from proxy.errors import (
 )
 from proxy.http.mirror import MAX_BODY as MAX_MIRROR_BODY
 from proxy.http.mirror import Mirror
-from proxy.http.responses import CONTINUE, error_response
+from proxy.http.responses import ALLOW, ALLOW_WITH_TRACE, CONTINUE, error_response, local_response, trace_echo
 from proxy.observe.snapshot import BOUNDS, Key, SlotTotals, Snapshot
 from proxy.observe.tracing import next_traceparent
 from proxy.policy import KeysPending
@@ -88,11 +100,11 @@ log = logging.getLogger("graylane")
 
 CRLF = b"\r\n"
 
-# connection states
-IDLE, ACTIVE, TUNNEL, CLOSED = 0, 1, 2, 3
+# connection states (LINGER and CLOSED last: ``state >= LINGER`` means no more HTTP on it)
+IDLE, ACTIVE, TUNNEL, LINGER, CLOSED = 0, 1, 2, 3, 4
 
 # timer kinds
-T_NONE, T_KEEPALIVE, T_HEAD, T_RESPONSE = 0, 1, 2, 3
+T_NONE, T_KEEPALIVE, T_HEAD, T_RESPONSE, T_LINGER = 0, 1, 2, 3, 4
 
 # response framing
 R_NONE, R_LENGTH, R_CHUNKED, R_CLOSE = 0, 1, 2, 3
@@ -104,6 +116,12 @@ P_CONNECTING = 4  # body bytes are waiting for the upstream connection
 P_POLICY = 8  # too many bytes arrived while a policy decision (JWKS fetch, Redis) was awaited
 
 IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"])
+# Lingering close: how long a refused client's bytes are read and dropped at most, how long it
+# may stay silent meanwhile, and how many bytes are dropped before closing anyway.
+LINGER_TIME = 3.0
+LINGER_IDLE = 1.0
+LINGER_MAX_BYTES = 8 * 1024 * 1024
+MAX_FORWARDS = frozenset([b"max-forwards"])
 MAX_RESPONSE_HEAD = 64 * 1024
 MAX_PENDING = 256 * 1024
 MAX_CONNECT_RETRIES = 2  # other endpoints tried when a connect fails (nothing was sent yet)
@@ -214,6 +232,8 @@ class Stats:
         "retries",
         "rejected_by_reason",  # dict reason -> count (400, 408, 414, 431 ...)
         "accept_paused",
+        "connections_evicted",  # idle client connections closed to make room at the connection cap
+        "connection_cap_reached",  # times the connection cap was reached (episodes)
         "reloads_ok",
         "reloads_failed",
     )
@@ -231,6 +251,8 @@ class Stats:
         self.retries = 0
         self.rejected_by_reason: dict[str, int] = {}
         self.accept_paused = 0
+        self.connections_evicted = 0
+        self.connection_cap_reached = 0
         self.reloads_ok = 0
         self.reloads_failed = 0
 
@@ -271,6 +293,11 @@ class ServerContext:
         "immediate",
         "draining",
         "on_connection_closed",
+        "max_clients",
+        "via11",
+        "via10",
+        "drop_underscores",
+        "trace",
         "_id_prefix",
         "_id_counter",
         "_id_block",
@@ -298,6 +325,13 @@ class ServerContext:
         self.immediate = False  # write at once instead (config ``writes``; see send)
         self.draining = False
         self.on_connection_closed = None  # set by the listener: resumes a paused accept
+        # Client connections at most (limits.max_connections bounded by the descriptors there are:
+        # proxy.runtime.fdcap); the Acceptor keeps to it.
+        self.max_clients = limits.max_connections
+        self.via11 = self.via10 = b""  # the Via lines to add (set_protocol)
+        self.drop_underscores = False
+        self.trace = False
+        self.set_protocol(None)
         self._id_prefix = os.urandom(4).hex().encode()
         self._id_counter = 0
         self._id_block = b""  # prefix + the counter's hex digits but the last two
@@ -333,6 +367,42 @@ class ServerContext:
                 if not transport.is_closing():
                     transport.write(out[i + 1])
 
+    def set_protocol(self, protocol: Any) -> None:
+        """Take the ``protocol`` section of a config (None: its defaults)."""
+        if protocol is None:
+            from proxy.config.schema import Protocol
+
+            protocol = Protocol()
+        via = protocol.via
+        if via is True:
+            via = "graylane"
+        if via:
+            # The received-by is this hop; the protocol is the one the message came in with.
+            self.via11 = b"Via: 1.1 " + via.encode() + CRLF
+            self.via10 = b"Via: 1.0 " + via.encode() + CRLF
+        else:
+            self.via11 = self.via10 = b""
+        self.drop_underscores = protocol.headers_with_underscores == "drop"
+        self.trace = protocol.trace
+
+    def evict_idle(self, count: int) -> int:
+        """Close up to ``count`` client connections with no request in flight, the longest idle first.
+
+        Lingering ones (a refusal already answered) go before idle ones. Returns how many were
+        closed; they leave ``connections`` at once, so the caller may accept in their place.
+        """
+        idle = [conn for conn in self.connections if conn.state == IDLE or conn.state == LINGER]
+        if not idle:
+            return 0
+        if len(idle) > count:
+            idle.sort(key=_idle_order)
+            del idle[count:]
+        for conn in idle:
+            self.connections.discard(conn)
+            conn.evict()
+        self.stats.connections_evicted += len(idle)
+        return len(idle)
+
     def set_table(self, table: Any) -> None:
         """Swap in a compiled routing snapshot (its targets get their counter slots first)."""
         self.counters.assign(table.targets)
@@ -350,6 +420,11 @@ class ServerContext:
         if low == 0 or not self._id_block:
             self._id_block = b"%s%06x" % (self._id_prefix, counter >> 8)
         return self._id_block + HEX_PAIRS[low]
+
+
+def _idle_order(conn: Downstream) -> float:
+    """Eviction order: lingering connections first, then by when each became idle."""
+    return -1.0 if conn.state == LINGER else conn.t_idle
 
 
 class EndpointPool:
@@ -555,7 +630,11 @@ class Downstream:
         "max_header_bytes",
         "max_uri_bytes",
         "max_headers",
+        "body_timeout",
+        "ignore_client_abort",
+        "drop_underscores",
         "client_eof",
+        "t_idle",  # when the connection last had no request in flight (eviction order)
         # the current exchange
         "exchange",
         "req",
@@ -591,6 +670,12 @@ class Downstream:
         "upstream_attached",  # the request reached an upstream connection
         "claim_headers",  # b"X-User-ID: ...\r\n" lines of the verified JWT, for the upstream head
         "waiting",  # a policy decision is awaited: arriving bytes only go to buf
+        "exchange_deadline",  # the exchange's own deadline (whole request, response head)
+        "body_seen",  # when the last request body bytes came (while the body is incomplete)
+        "resp_seen",  # when the last response body bytes came (while the body streams)
+        "resp_idle",  # the upstream's response_idle_timeout (0: none)
+        "linger_until",  # LINGER: the latest moment to close
+        "lingered",  # LINGER: bytes read and dropped
     )
 
     def __init__(self, ctx: ServerContext, scheme: bytes) -> None:
@@ -602,6 +687,12 @@ class Downstream:
         self.max_header_bytes = limits.max_header_bytes
         self.max_uri_bytes = limits.max_uri_bytes
         self.max_headers = limits.max_headers
+        self.body_timeout = limits.request_body_timeout
+        self.ignore_client_abort = limits.ignore_client_abort
+        self.drop_underscores = ctx.drop_underscores
+        self.t_idle = 0.0
+        self.linger_until = 0.0
+        self.lingered = 0
         self.transport: Any = None
         self.state = IDLE
         self.buf = b""
@@ -652,6 +743,10 @@ class Downstream:
         self.upstream_attached = False
         self.claim_headers = b""
         self.waiting = False
+        self.exchange_deadline = math.inf
+        self.body_seen = 0.0
+        self.resp_seen = 0.0
+        self.resp_idle = 0.0
 
     # --- asyncio.Protocol: the client side -----------------------------------
 
@@ -665,6 +760,7 @@ class Downstream:
         ctx = self.ctx
         ctx.connections.add(self)
         self._arm(T_HEAD, self.head_timeout)
+        self.t_idle = self.deadline - self.head_timeout
 
     def data_received(self, data: bytes) -> None:
         if self.waiting:
@@ -680,7 +776,9 @@ class Downstream:
             data = self._request_body(data)
             if not data or self.state != ACTIVE:
                 return
-        if state == CLOSED:
+        if state >= LINGER:
+            if state == LINGER:
+                self._linger_read(len(data))
             return
         self.buf = self.buf + data if self.buf else data
         if self.state == IDLE:
@@ -689,8 +787,11 @@ class Downstream:
             self._pause(P_PIPELINE)
 
     def eof_received(self) -> bool:
-        # A half-closed client may still be waiting for its answers (pipelined ones too): keep writing.
-        if self.state == ACTIVE and self.req_done:
+        # A FIN while an answer is awaited ends the exchange (connection_lost counts a 499 and
+        # closes the upstream connection), as nginx and Envoy do: a client that closed its socket
+        # and one that only half-closed it look alike, and work for a gone client must not pile
+        # up. With limits.ignore_client_abort a half-closed client still gets its answers.
+        if self.state == ACTIVE and self.req_done and self.ignore_client_abort:
             self.client_eof = True
             return True
         return False
@@ -733,17 +834,17 @@ class Downstream:
                 if self.timer == T_KEEPALIVE:
                     self._arm(T_HEAD, self.head_timeout)
                 if len(buf) > self.max_header_bytes:
-                    self._reject(HeaderTooLarge("request head too large"))
-                elif len(buf) > self.max_uri_bytes + 16 and buf.find(CRLF) == -1:
+                    self._reject(self._oversized(buf))
+                elif len(buf) > self.max_uri_bytes + 16 and buf.find(CRLF, 0, self.max_uri_bytes + 64) == -1:
                     self._reject(UriTooLong("request-target too long"))
             return
         size = end + 4
         if size > self.max_header_bytes:
-            self._reject(HeaderTooLarge("request head too large"))
+            self._reject(self._oversized(buf))
             return
         self.buf = buf[size:]
         try:
-            req = parse_request_head(buf[:size], self.max_uri_bytes, self.max_headers)
+            req = parse_request_head(buf[:size], self.max_uri_bytes, self.max_headers, self.drop_underscores)
         except HttpError as error:
             self._reject(error)
             return
@@ -752,6 +853,22 @@ class Downstream:
             self._reject(BadRequest("dot segment in the request path"))
             return
         self._begin(req)
+
+    def _oversized(self, buf: bytes) -> HttpError:
+        """A head over max_header_bytes: 414 when its request line already holds too long a
+        target (that is what is wrong with it), 431 otherwise."""
+        limit = self.max_uri_bytes + 64  # the longest request line a target within max_uri_bytes makes
+        line_end = buf.find(CRLF, 0, limit)
+        if line_end == -1:
+            if len(buf) >= limit:
+                return UriTooLong("request-target too long")
+        else:
+            line = buf[:line_end]
+            first = line.find(b" ")
+            last = line.rfind(b" ")
+            if first != -1 and last - first - 1 > self.max_uri_bytes:
+                return UriTooLong("request-target too long")
+        return HeaderTooLarge("request head too large")
 
     def _begin(self, req: Any) -> None:
         ctx = self.ctx
@@ -775,10 +892,41 @@ class Downstream:
         if req.chunked:
             self.decoder = ChunkedDecoder()
             self.req_done = False
+            self.body_seen = self.t_start
         elif req.content_length > 0:
             self.body_remaining = req.content_length
             self.req_done = False
+            self.body_seen = self.t_start
+        method = req.method
+        if (method == b"OPTIONS" or method == b"TRACE") and self._max_forwards(req):
+            return
         self._route(req, True)
+
+    def _max_forwards(self, req: Any) -> bool:
+        """RFC 9110 7.6.2 for OPTIONS and TRACE: Max-Forwards 0 is answered here, a larger one
+        goes on one less. True when the request was answered."""
+        value = req.header(b"max-forwards")
+        if value is None:
+            return False
+        if not value.isdigit() or len(value) > 18:
+            self._answer_error(BadRequest("malformed Max-Forwards"))
+            return True
+        hops = int(value)
+        if hops > 0:
+            # req is this exchange's own: the upstream head is made from this block.
+            req.forward_headers = drop_header_lines(req.forward_headers, MAX_FORWARDS) + (
+                b"Max-Forwards: %d\r\n" % (hops - 1)
+            )
+            return False
+        trace = self.ctx.trace
+        allow = ALLOW_WITH_TRACE if trace else ALLOW
+        if req.method == b"OPTIONS":
+            self._answer_local(200, allow, b"", b"")
+        elif trace:
+            self._answer_local(200, b"", b"message/http", trace_echo(req))
+        else:
+            self._answer_error(MethodNotAllowed("TRACE is not enabled (protocol.trace)", allow))
+        return True
 
     def _route(self, req: Any, may_wait: bool) -> None:
         """Route the request through its route's policies: auth, local limits, version, Redis limits."""
@@ -851,7 +999,8 @@ class Downstream:
         timeout = settings.request_timeout
         now = perf_counter()
         self.timer = T_RESPONSE
-        self.deadline = now + timeout if timeout > 0 else math.inf
+        self.exchange_deadline = now + timeout if timeout > 0 else math.inf
+        self.resp_idle = settings.response_idle_timeout
         head = self._upstream_head(req, decision, rid)
         if self.req_done and req.method in IDEMPOTENT and not req.upgrade:
             self.retry_head = head
@@ -869,8 +1018,11 @@ class Downstream:
             self._mirror(decision)
         if self.req_done:
             deadline = now + settings.response_head_timeout
-            if deadline < self.deadline:
-                self.deadline = deadline
+            if deadline < self.exchange_deadline:
+                self.exchange_deadline = deadline
+            self.deadline = self.exchange_deadline
+        else:
+            self.deadline = self._next_deadline()
         pool = ctx.pools.for_endpoint(endpoint)
         self.pool = pool
         conn = pool.acquire()
@@ -938,6 +1090,9 @@ class Downstream:
             parts.append(b"Transfer-Encoding: chunked\r\n")
         if req.upgrade is not None:
             parts.append(b"Connection: upgrade\r\nUpgrade: " + req.upgrade + CRLF)
+        via = self.ctx.via11 if req.http_minor == 1 else self.ctx.via10
+        if via:
+            parts.append(via)
         parts.append(route_target.request_extra)
         parts.append(CRLF)
         return b"".join(parts)
@@ -969,12 +1124,18 @@ class Downstream:
                 self._send_up(data[:used] if used < len(data) else data)
             rest = data[used:]
             if not decoder.done:
+                self.body_seen = perf_counter()
                 return rest
         if self.body_remaining == 0 and (decoder is None or decoder.done):
             self.req_done = True
             if self.timer == T_RESPONSE and self.resp_mode == -1:
                 settings = self.decision.endpoint.pool
-                self._arm_min(T_RESPONSE, settings.response_head_timeout)
+                deadline = perf_counter() + settings.response_head_timeout
+                if deadline < self.exchange_deadline:
+                    self.exchange_deadline = deadline
+                self.deadline = self._next_deadline()
+        else:
+            self.body_seen = perf_counter()
         return rest
 
     def _send_up(self, data: bytes) -> None:
@@ -1120,9 +1281,12 @@ class Downstream:
         self.resp_mode = mode
         self.upstream_reusable = resp.keep_alive and mode != R_CLOSE
         if mode != R_NONE and (mode != R_LENGTH or body_len < self.resp_remaining):
-            # The body is still to come: the request timeout runs on (a whole one needs no re-arm).
+            # The body is still to come: the request timeout runs on, and the gap between reads.
             timeout = self.decision.endpoint.pool.request_timeout
-            self._arm(T_RESPONSE, timeout - (perf_counter() - self.t_start) if timeout > 0 else math.inf)
+            self.resp_seen = perf_counter()
+            self.exchange_deadline = self.t_start + timeout if timeout > 0 else math.inf
+            self.timer = T_RESPONSE
+            self.deadline = self._next_deadline()
 
         route_target = self.decision.target
         if resp.http_minor == 1 and route_target.response_remove is None:
@@ -1135,6 +1299,9 @@ class Downstream:
                 headers = drop_header_lines(headers, route_target.response_remove)
             status_line = resp.status_line
             parts = [status_line if resp.http_minor == 1 else b"HTTP/1.1" + status_line[8:], headers]
+        via = self.ctx.via11 if resp.http_minor == 1 else self.ctx.via10
+        if via:
+            parts.append(via)
         keep = not self.close_after and self.ctx.draining is False
         if mode in (R_CHUNKED, R_CLOSE):
             if req.http_minor == 1:
@@ -1221,12 +1388,15 @@ class Downstream:
             self.ctx.send(self.transport, out)
         if done:
             self._response_done()
+        elif self.resp_idle > 0:
+            self.resp_seen = perf_counter()
 
     def _start_tunnel(self, resp: Any, rest: bytes) -> None:
         head = b"".join(
             (
                 resp.status_line,
                 resp.forward_headers,
+                self.ctx.via11,
                 b"Connection: upgrade\r\nUpgrade: ",
                 resp.upgrade or self.req.upgrade,
                 CRLF,
@@ -1290,8 +1460,10 @@ class Downstream:
                 self.pool.discard(conn)
         self._account(self.status, "-", now)
         if not self.req_done:
-            # The client is still sending a body nobody will read: end the connection.
-            self.close_after = True
+            # The client is still sending a body nobody will read: end the connection, lingering
+            # so that the answer is read before the close.
+            self._linger()
+            return
         self._finish_exchange()
 
     def _finish_exchange(self) -> None:
@@ -1302,6 +1474,7 @@ class Downstream:
         self.state = IDLE
         # From when the exchange was counted (just before): one clock read less per request.
         self.timer = T_KEEPALIVE
+        self.t_idle = self.t_done
         self.deadline = self.t_done + self.keepalive_timeout
         if self.paused & P_PIPELINE:
             self._resume(P_PIPELINE)
@@ -1343,7 +1516,24 @@ class Downstream:
         self.bytes_out += len(response)
         self.ctx.send(self.transport, response)
         self._account(error.status, error.flag)
-        self._finish_exchange()
+        if not self.req_done or error.close:
+            self._linger()  # the client may still be sending: let it read the answer first
+        else:
+            self._finish_exchange()
+
+    def _answer_local(self, status: int, extra: bytes, content_type: bytes, body: bytes) -> None:
+        """A response graylane gives itself that is not an error (OPTIONS with Max-Forwards: 0 ...)."""
+        if not self.req_done:
+            self.close_after = True
+        response = local_response(status, extra, content_type, body, self.request_id, self.close_after)
+        self.status = status
+        self.bytes_out += len(response)
+        self.ctx.send(self.transport, response)
+        self._account(status)
+        if not self.req_done:
+            self._linger()
+        else:
+            self._finish_exchange()
 
     def _answer_error(self, error: HttpError) -> None:
         """An error graylane answers itself before any upstream was involved (404, 503 ...)."""
@@ -1361,7 +1551,7 @@ class Downstream:
         self.bytes_out = len(response)
         self.ctx.send(self.transport, response)
         self._account(error.status, error.flag)
-        self._close()
+        self._linger()
 
     def _drop_upstream(self) -> None:
         conn = self.upstream
@@ -1434,6 +1624,45 @@ class Downstream:
         self.ctx.flush()  # what this connection was sent this iteration goes out before the close
         self.transport.close()  # and the transport flushes its own buffer first
 
+    def _linger(self) -> None:
+        """Close after a refusal the way RFC 9112 9.6 asks: send the answer and a FIN, then read
+        and drop what the client still sends, until it closes, falls silent for LINGER_IDLE,
+        LINGER_TIME has passed or LINGER_MAX_BYTES were dropped."""
+        if self.state >= LINGER:
+            return
+        self._drop_upstream()
+        self.state = LINGER
+        self.buf = b""
+        self.waiting = False
+        self.ctx.flush()
+        transport = self.transport
+        if transport.can_write_eof():
+            transport.write_eof()  # after the answer; TLS cannot half-close and just keeps reading
+        if self.paused:
+            self.paused = 0
+            transport.resume_reading()
+        now = perf_counter()
+        self.body_seen = now
+        self.linger_until = now + LINGER_TIME
+        self.lingered = 0
+        self.timer = T_LINGER
+        self.deadline = now + LINGER_IDLE
+
+    def _linger_read(self, size: int) -> None:
+        self.lingered += size
+        if self.lingered > LINGER_MAX_BYTES:
+            self._close()
+        else:
+            self.body_seen = perf_counter()
+
+    def evict(self) -> None:
+        """Close this connection to make room at the connection cap (it has no request in flight)."""
+        if self.state == LINGER:
+            self.transport.abort()  # its answer has had its chance; it would reset anyway
+            self.state = CLOSED
+        else:
+            self._close()
+
     # --- flow control and timers ---------------------------------------------
 
     def _pause(self, reason: int) -> None:
@@ -1452,11 +1681,18 @@ class Downstream:
         self.timer = kind
         self.deadline = perf_counter() + seconds
 
-    def _arm_min(self, kind: int, seconds: float) -> None:
-        deadline = perf_counter() + seconds
-        if deadline < self.deadline:
-            self.timer = kind
-            self.deadline = deadline
+    def _next_deadline(self) -> float:
+        """The earliest of the exchange's three deadlines (see the module docstring)."""
+        deadline = self.exchange_deadline
+        if not self.req_done:
+            body = self.body_seen + self.body_timeout
+            if body < deadline:
+                deadline = body
+        if self.resp_mode > R_NONE and self.resp_idle > 0:
+            idle = self.resp_seen + self.resp_idle
+            if idle < deadline:
+                deadline = idle
+        return deadline
 
     def on_timer(self, now: float) -> None:
         """Called by the server's sweep once ``deadline`` has passed."""
@@ -1470,7 +1706,21 @@ class Downstream:
             else:
                 self._close()
         elif kind == T_RESPONSE:
-            self._fail(UpstreamTimeout("upstream did not answer in time"))
+            if not self.req_done and self.body_seen + self.body_timeout <= now:
+                # A trickled body: the upstream request is aborted, the client told 408.
+                self._fail(RequestTimeout("request body not received in time"))
+            elif self.resp_mode > R_NONE and self.resp_idle > 0 and self.resp_seen + self.resp_idle <= now:
+                self._fail(UpstreamTimeout("upstream stalled in the response body"))
+            elif self.exchange_deadline <= now:
+                self._fail(UpstreamTimeout("upstream did not answer in time"))
+            else:
+                self.deadline = self._next_deadline()  # a read since: not yet
+        elif kind == T_LINGER:
+            if now >= self.linger_until or now - self.body_seen >= LINGER_IDLE:
+                self._close()
+            else:
+                self.timer = T_LINGER
+                self.deadline = min(self.linger_until, self.body_seen + LINGER_IDLE)
 
     def close_if_idle(self) -> None:
         """Drain: close a keep-alive connection that has no exchange in progress."""

@@ -80,6 +80,7 @@ REQUEST_DROP = frozenset(
         b"x-forwarded-host",
         b"traceparent",  # the proxy's hop gets a new span id (proxy.observe.tracing)
         b"tracestate",  # forwarded again only when the client's trace is continued (W3C 4.3)
+        b"http2-settings",  # h2c upgrade smuggling: see _without_h2c
     ]
 )
 RESPONSE_DROP = frozenset(
@@ -116,11 +117,17 @@ def _complement(bad: bytes) -> bytes:
     return bytes(byte for byte in range(256) if byte not in bad)
 
 
+# What a byte of a header name says about the name (values of _TOKEN_TABLE, bits of _name_kind).
+_N_UPPER = 2  # an upper-case letter: the name needs lower-casing
+_N_UNDERSCORE = 4  # "_": the name may alias a dashed one (see parse_request_head)
+
+
 def _token_table() -> bytes:
-    """1 for a tchar, 2 for an upper-case one (a name holding one needs lower-casing)."""
+    """0 for a byte that is no tchar, else 1, or _N_UPPER for a letter A-Z, _N_UNDERSCORE for "_"."""
     table = _table(TOKEN)
     for byte in range(ord("A"), ord("Z") + 1):
-        table[byte] = 2
+        table[byte] = _N_UPPER
+    table[ord("_")] = _N_UNDERSCORE
     return bytes(table)
 
 
@@ -167,6 +174,7 @@ _KNOWN = {
     b"trailer": _F_DROPPED,
     b"x-forwarded-proto": _F_REQUEST_DROPPED,
     b"x-forwarded-host": _F_REQUEST_DROPPED,
+    b"http2-settings": _F_REQUEST_DROPPED,  # only meaningful with an h2c upgrade, which is never forwarded
     b"date": 0,
     b"server": 0,
     b"content-type": 0,
@@ -390,13 +398,14 @@ def _name_end(data: bytes, i: int) -> int:
     return i
 
 
-def _has_upper(data: bytes, start: int, end: int) -> bool:
+def _name_kind(data: bytes, start: int, end: int) -> int:
+    """The _N_UPPER and _N_UNDERSCORE bits of the name data[start:end] (of tchars only)."""
     table = _TOKEN_TABLE
+    kind = 0
     while start < end:
-        if table[data[start]] == 2:
-            return True
+        kind |= table[data[start]]
         start += 1
-    return False
+    return kind
 
 
 def _skip_blanks(data: bytes, start: int, end: int) -> int:
@@ -557,9 +566,11 @@ def _split_lines(head: bytes) -> list:
 
 
 def _forward_block(
-    lines: list, fields: list, drop: frozenset, named: list, length: int, host: object
+    lines: list, fields: list, drop: frozenset, named: list, length: int, host: object, underscores: bool
 ) -> bytes:
     """Header lines to forward: the raw lines, minus ``drop`` and what Connection names.
+
+    ``underscores`` drops the lines whose name holds "_" as well (a request's, in drop mode).
 
     ``length`` >= 0 asks for the Content-Length lines (a repeated header or a list such as
     "5, 5") to become one ``Content-Length: length`` line where the first of them stood, so the
@@ -576,6 +587,8 @@ def _forward_block(
         name = fields[i][0]
         if name in drop or name in named or (host is not None and name == b"host"):
             continue
+        if underscores and name.find(b"_") != -1:
+            continue
         if merge and name == b"content-length":
             if length < 0:
                 continue  # the one merged line is already written
@@ -585,6 +598,25 @@ def _forward_block(
             kept.append(lines[i + 1])
         kept.append(CRLF)
     return b"".join(kept)
+
+
+def _without_h2c(upgrade: bytes) -> object:
+    """The Upgrade list without HTTP/2 (h2c, h2, HTTP/2.x), or None when nothing else is left.
+
+    An h2c upgrade forwarded to an origin would switch it to HTTP/2 on a connection that
+    graylane then relays blind: every later request on it would skip routing, auth and limits
+    (h2c smuggling). WebSocket and other upgrades go on.
+    """
+    kept = []
+    for member in upgrade.split(b","):
+        protocol = member.strip(b" \t")
+        if not protocol:
+            continue
+        name, _, version = protocol.lower().partition(b"/")
+        if name == b"h2c" or name == b"h2" or (name == b"http" and version[:1] == b"2"):
+            continue
+        kept.append(protocol)
+    return b", ".join(kept) if kept else None
 
 
 def _absolute_form(head: bytes, target: bytes) -> tuple:
@@ -655,11 +687,18 @@ def find_head_end(buf: bytes) -> int:
 # --- requests ----------------------------------------------------------------------------------
 
 
-def parse_request_head(head: bytes, max_uri: int, max_headers: int) -> RequestHead:
+def parse_request_head(
+    head: bytes, max_uri: int, max_headers: int, drop_underscores: bool = False
+) -> RequestHead:
     """Parse a complete request head (start line through the empty line).
 
     Raises BadRequest (400), UriTooLong (414), HeaderTooLarge (431) or
     VersionNotSupported (505).
+
+    A header name holding "_" is refused (400), or with ``drop_underscores`` left out of
+    ``headers`` and of the forward block: origin stacks that map names to CGI/WSGI variables
+    read ``Content_Length`` as ``Content-Length`` and ``X_User`` as ``X-User``, so forwarding
+    one would let it stand for a header graylane checked (or did not see) itself.
     """
     error = BadRequest
     data = head  # compiled: a pointer to the bytes of head (see "scanning helpers")
@@ -774,6 +813,7 @@ def parse_request_head(head: bytes, max_uri: int, max_headers: int) -> RequestHe
     traceparent_seen = False
     host_seen = False
     rebuild = False
+    underscored = False  # a name with "_" was dropped
     pieces = None  # the forward block, as the runs of the head between dropped lines
     run = eol + 2
     stop = n - 2
@@ -785,12 +825,14 @@ def parse_request_head(head: bytes, max_uri: int, max_headers: int) -> RequestHe
         if data[i] != _COLON or i == start:
             raise _refuse_field(head, error, HeaderTooLarge, max_headers, _field_fault(data, start, error))
         k = _known_name(data, start, i)
+        kind = 0
         if k >= 0:
             name = _KNOWN_NAMES[k]
             code = _KNOWN_CODES[k]
         else:
             name = data[start:i]
-            if _has_upper(data, start, i):
+            kind = _name_kind(data, start, i)
+            if kind & _N_UPPER:
                 name = name.lower()
             code = 0
         vstart = _skip_blanks(data, i + 1, stop)
@@ -802,6 +844,19 @@ def parse_request_head(head: bytes, max_uri: int, max_headers: int) -> RequestHe
         value = data[vstart:vend]
         fields.append((name, value))
         i += 2
+        if kind & _N_UNDERSCORE:
+            if not drop_underscores:
+                if fault is None:
+                    fault = "underscore in header name"
+                continue
+            underscored = True
+            rebuild = True
+            if pieces is None:
+                pieces = []
+            if run < start:
+                pieces.append(data[run:start])
+            run = i
+            continue
         if code == 0 or fault is not None:
             continue
         if (_REQUEST_DROP_MASK >> code) & 1:
@@ -871,6 +926,8 @@ def parse_request_head(head: bytes, max_uri: int, max_headers: int) -> RequestHe
     if upgrade is not None and (minor == 0 or not (connection & _UPGRADE)):
         # RFC 9110 7.8: Upgrade counts only when Connection names it, and never in HTTP/1.0.
         upgrade = None
+    if upgrade is not None:
+        upgrade = _without_h2c(upgrade)
     if named:
         if b"host" in named or b"content-length" in named:
             raise error("Connection names an end-to-end header")
@@ -890,7 +947,12 @@ def parse_request_head(head: bytes, max_uri: int, max_headers: int) -> RequestHe
     req.path = path
     req.query = query
     req.http_minor = minor
-    req.headers = fields
+    if underscored:
+        # Dropped lines are not seen by routing either; the forward block needed the aligned list.
+        kept_fields = [field for field in fields if field[0].find(b"_") == -1]
+    else:
+        kept_fields = fields
+    req.headers = kept_fields
     req.host = host
     req.content_length = content_length
     req.chunked = chunked
@@ -905,8 +967,10 @@ def parse_request_head(head: bytes, max_uri: int, max_headers: int) -> RequestHe
         # Nothing to drop: forward the block as the client sent it, in one slice.
         req.forward_headers = data[eol + 2 : stop]
     elif named or merged_length >= 0 or absolute:
+        lines = _split_lines(head)
+        replaced_host = host if absolute else None
         req.forward_headers = _forward_block(
-            _split_lines(head), fields, REQUEST_DROP, named, merged_length, host if absolute else None
+            lines, fields, REQUEST_DROP, named, merged_length, replaced_host, underscored
         )
     else:
         if run < stop:
@@ -1058,7 +1122,7 @@ def parse_response_head(head: bytes, max_headers: int) -> ResponseHead:
     elif named or merged_length >= 0:
         lines = _split_lines(head)
         fields = _header_fields(head)
-        block = _forward_block(lines, fields, RESPONSE_DROP, named, merged_length, None)
+        block = _forward_block(lines, fields, RESPONSE_DROP, named, merged_length, None, False)
         resp.pieces = [data[: eol + 2], block]
         resp.verbatim = False
     else:

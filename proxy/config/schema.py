@@ -47,8 +47,14 @@ class ClientLimits(_Base):
     max_headers: int = 100  # header count -> 431
     request_head_timeout: Duration = Duration(10.0)  # time to receive a head -> 408
     keepalive_timeout: Duration = Duration(60.0)  # idle keep-alive connection -> close
-    max_connections: int = 10_000  # accept pauses at this many client connections
+    # Client connections at most; the cap in force is also bounded by RLIMIT_NOFILE (proxy.runtime.fdcap).
+    # At the cap the oldest idle connections are closed to make room (none idle: accepting pauses).
+    max_connections: int = 10_000
     drain_timeout: Duration = Duration(30.0)  # SIGTERM: deadline for in-flight requests
+    request_body_timeout: Duration = Duration(10.0)  # between two reads of a request body -> 408
+    # False (nginx's proxy_ignore_client_abort off): a client's FIN while its answer is awaited ends
+    # the exchange and aborts the upstream request. True: a half-closed client still gets its answers.
+    ignore_client_abort: bool = False
 
 
 class Pool(_Base):
@@ -58,6 +64,7 @@ class Pool(_Base):
     idle_timeout: Duration = Duration(60.0)
     connect_timeout: Duration = Duration(5.0)
     response_head_timeout: Duration = Duration(60.0)  # request sent -> response head
+    response_idle_timeout: Duration = Duration(60.0)  # between two reads of a response body; 0 disables
     request_timeout: Duration = Duration(300.0)  # whole exchange; 0 disables
 
 
@@ -175,6 +182,20 @@ class Observability(_Base):
     version_header: str | None = None  # e.g. "X-Graylane-Version"; off by default
 
 
+class Protocol(_Base):
+    """HTTP rules at the edge that are a choice, not a must (proxy._fast.http1, proxy._fast.exchange)."""
+
+    # Via (RFC 9110 7.6.3) added to requests and responses as "1.1 <via>"; false or "" = none.
+    via: str | bool = "graylane"
+    # A request header name holding "_" (Content_Length, X_User): "reject" answers 400, "drop"
+    # removes the line (nginx's underscores_in_headers off). Never forwarded: many origin stacks
+    # (CGI/WSGI environ) fold "_" and "-" together, so it would alias a header graylane checked.
+    headers_with_underscores: Literal["reject", "drop"] = "reject"
+    # TRACE with Max-Forwards: 0 is answered by graylane itself (the request reflected as
+    # message/http) when true, refused with 405 when false (its echo can leak credentials).
+    trace: bool = False
+
+
 class Admin(_Base):
     """The admin API's own listener (off unless configured)."""
 
@@ -212,6 +233,7 @@ class Config(_Base):
     upstream: Pool = Pool()
     metadata: Metadata = Metadata()
     observability: Observability = Observability()
+    protocol: Protocol = Protocol()
     admin: Admin | None = None
     # Worker processes sharing the listeners (SO_REUSEPORT); "auto" = one per CPU core.
     workers: int | Literal["auto"] = 1
@@ -331,6 +353,9 @@ class Jwt(_Base):
     audiences: list[str] = []  # the token's aud must name one of them; empty = not checked
     leeway: Duration = Duration(30.0)  # clock skew allowed when checking exp, nbf and iat
     required_claims: list[str] = []  # claims that must be present, e.g. ["exp", "sub"]
+    # A token without exp is refused: it would be a standing credential (and verified tokens are
+    # cached until they expire). false accepts such tokens (re-verified every 5 minutes).
+    require_exp: bool = True
     # Keys. A secret verifies HS* only; PEM and JWKS keys verify RS*/PS*/ES*/EdDSA only.
     secret: str | None = None  # the HS* shared secret; write "${JWT_SECRET}", not the secret itself
     # Files: a relative name is relative to the config file's directory.

@@ -311,8 +311,13 @@ def check_named_headers(config: Config) -> Iterator[Problem]:
 
 def check_limits(config: Config) -> Iterator[Problem]:
     for field in config.limits.__struct_fields__:
-        if getattr(config.limits, field) <= 0:
+        value = getattr(config.limits, field)
+        if not isinstance(value, bool) and value <= 0:
             yield Problem(("limits", field), "must be > 0")
+    via = config.protocol.via
+    if isinstance(via, str) and via and not _TOKEN.match(via):
+        # The received-by of a Via member (RFC 9110 7.6.3): a pseudonym is a token.
+        yield Problem(("protocol", "via"), f"{via!r} is not a token (letters, digits, - . _ ...)")
     if config.metadata.max_bytes <= 0:
         yield Problem(("metadata", "max_bytes"), "must be > 0")
     yield from _pool_problems(("upstream",), config.upstream)
@@ -322,8 +327,9 @@ def check_limits(config: Config) -> Iterator[Problem]:
 
 
 def _pool_problems(path: Path, pool: Pool) -> Iterator[Problem]:
-    # max_idle 0 turns pooling off; request_timeout 0 turns the overall deadline off.
-    for field in ("max_idle", "request_timeout"):
+    # max_idle 0 turns pooling off; request_timeout 0 turns the overall deadline off, and
+    # response_idle_timeout 0 the one between two reads of a response body.
+    for field in ("max_idle", "request_timeout", "response_idle_timeout"):
         if getattr(pool, field) < 0:
             yield Problem(path + (field,), "must be >= 0")
     for field in ("idle_timeout", "connect_timeout", "response_head_timeout"):

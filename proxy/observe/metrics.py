@@ -39,6 +39,16 @@ _STATS_TOTALS = (
     ("graylane_upstream_retries_total", "Requests sent upstream again.", "retries"),
     ("graylane_pool_hits_total", "Upstream requests on a pooled connection.", "pool_hits"),
     ("graylane_pool_misses_total", "Upstream requests that opened a connection.", "pool_misses"),
+    (
+        "graylane_connections_evicted_total",
+        "Idle client connections closed to make room at the connection cap.",
+        "connections_evicted",
+    ),
+    (
+        "graylane_connection_cap_reached_total",
+        "Times the client connection cap was reached.",
+        "connection_cap_reached",
+    ),
 )
 
 # What ``render_metrics`` accepts in ``extra`` (values the caller knows and this module cannot

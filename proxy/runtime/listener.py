@@ -1,17 +1,24 @@
 """Listening sockets and the accept loop.
 
 graylane accepts connections itself (a reader on the listening socket) instead of
-letting the event loop's server do it, so that accepting can pause when
-``max_connections`` client connections are open: further clients wait in the
-kernel's backlog instead of being accepted and starved, and accepting resumes as
-soon as connections close.
+letting the event loop's server do it, so that it decides what happens at the
+connection cap (``ctx.max_clients``: limits.max_connections bounded by the
+descriptors the process has, proxy.runtime.fdcap). There it first closes the
+longest idle connections (no request in flight) to make room, so that a flood of
+connections that never send a byte cannot lock real clients out; only when every
+connection has a request in flight does accepting pause: further clients wait in
+the kernel's backlog instead of being accepted and starved, and accepting resumes
+as soon as connections close. Reaching the cap is logged and counted once per
+episode (an episode ends when the cap has not been met for EPISODE_GAP seconds).
 """
 
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import ssl
+import time
 
 from proxy.config.schema import Listener as ListenerConfig
 from proxy.errors import StartupError
@@ -22,6 +29,9 @@ log = logging.getLogger("graylane")
 
 ACCEPTS_PER_WAKEUP = 64
 BACKLOG = 1024
+EVICT_SHARE = 16  # at the cap, close 1/16 of the cap's worth of idle connections at once (one scan)
+EPISODE_GAP = 10.0
+RETRY_AFTER_EMFILE = 0.01  # seconds: evicted descriptors are released when the loop closes them
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -75,6 +85,7 @@ class Acceptor:
         self.scheme = b"https" if self.ssl else b"http"
         self.reading = False
         self.closed = False
+        self.cap_seen = -EPISODE_GAP  # when the cap was last met (time.monotonic())
 
     def _factory(self) -> Downstream:
         return Downstream(self.ctx, self.scheme)
@@ -102,26 +113,46 @@ class Acceptor:
 
     def _on_readable(self) -> None:
         ctx = self.ctx
-        limit = ctx.limits.max_connections
+        limit = ctx.max_clients
         loop = ctx.loop
         for _ in range(ACCEPTS_PER_WAKEUP):
             if len(ctx.connections) + ctx.accepting >= limit:
-                ctx.stats.accept_paused += 1
-                self.pause()
-                return
+                if not self._pending():
+                    return  # nobody is waiting: close nothing; the reader fires when one comes
+                if not self._make_room(limit):
+                    ctx.stats.accept_paused += 1
+                    self.pause()
+                    return
             try:
                 conn, _ = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                # EMFILE and friends: stop for now; a closing connection resumes us.
+                # EMFILE and friends (descriptors used elsewhere): make room if there are idle
+                # connections and try again shortly, else wait for a connection to close.
                 log.warning("accept failed on %s: %s", self.bound, exc.strerror or exc)
                 self.pause()
+                if self._make_room(limit):
+                    loop.call_later(RETRY_AFTER_EMFILE, self.start)
                 return
             conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             ctx.accepting += 1
             loop.create_task(self._connect(conn))
+
+    def _pending(self) -> bool:
+        """Whether a connection waits in the backlog (asked only at the cap)."""
+        return bool(select.select([self.sock], [], [], 0)[0])
+
+    def _make_room(self, limit: int) -> bool:
+        """At the cap: close some idle connections; whether any was closed."""
+        ctx = self.ctx
+        now = time.monotonic()
+        if now - self.cap_seen > EPISODE_GAP:
+            ctx.stats.connection_cap_reached += 1
+            log.warning("%d client connections (the cap): closing the longest idle ones to make room", limit)
+        self.cap_seen = now
+        return ctx.evict_idle(max(1, limit // EVICT_SHARE)) > 0
 
     async def _connect(self, conn: socket.socket) -> None:
         ctx = self.ctx

@@ -31,6 +31,7 @@ from proxy.policy.metrics import policy_families
 from proxy.rollout.controller import RolloutController, UnknownRollout
 from proxy.rollout.metrics import health_counts, health_families, rollout_families
 from proxy.rollout.overrides import apply_weights, saved_weights
+from proxy.runtime.fdcap import process_cap
 from proxy.runtime.listener import Acceptor, open_socket
 
 log = logging.getLogger("graylane")
@@ -92,6 +93,8 @@ class Server:
         self.loop = loop
         self.ctx = ServerContext(build_table(config), config.limits, loop)
         self.ctx.immediate = immediate_writes(config)
+        self.ctx.set_protocol(config.protocol)
+        self.ctx.max_clients = process_cap(config.limits.max_connections)
         self.policy_runtime = PolicyRuntime()
         self.ctx.policies = self.policy_runtime.compile(config)
         self.policy_runtime.activate(self.ctx.policies)
@@ -244,14 +247,21 @@ class Server:
             for conn in expired:
                 conn.on_timer(now)
             ctx.pools.sweep(now)
+            if not ctx.draining:
+                # An accept paused at the cap (every connection busy) looks again: connections
+                # may have gone idle since, and idle ones make room (Acceptor._make_room).
+                for acceptor in self.acceptors:
+                    acceptor.start()
 
     def _connection_closed(self) -> None:
         if self.ctx.draining:
             if not self.ctx.connections:
                 self.drained.set()
             return
+        ctx = self.ctx
+        open_count = len(ctx.connections)
         for acceptor in self.acceptors:
-            if not acceptor.reading and len(self.ctx.connections) < self.ctx.limits.max_connections:
+            if not acceptor.reading and open_count < ctx.max_clients:
                 acceptor.start()
 
     # --- reload ------------------------------------------------------------
@@ -279,6 +289,8 @@ class Server:
         self.config = config
         self.ctx.limits = config.limits
         self.ctx.immediate = immediate_writes(config)
+        self.ctx.set_protocol(config.protocol)
+        self.ctx.max_clients = process_cap(config.limits.max_connections)
         self._install_table(table)
         self.ctx.policies = policies
         self.policy_runtime.activate(policies)

@@ -271,6 +271,6 @@ def test_version_header_is_off_by_default(backend, graylane):
     for _ in range(10):
         resp = get(proxy)
         assert resp.status == 200
-        # graylane adds only the request id to what the backend answered.
+        # graylane adds only the request id and its Via to what the backend answered.
         names = sorted(name.lower() for name, _ in resp.headers)
-        assert names == ["content-length", "content-type", "x-backend-version", "x-request-id"]
+        assert names == ["content-length", "content-type", "via", "x-backend-version", "x-request-id"]

@@ -99,9 +99,9 @@ def test_upstream_connection_close_ends_that_upstream_connection_only(backend, g
     assert origin.connections_accepted == 2
 
 
-def test_client_half_close_still_gets_its_answer(backend, graylane, raw_client):
+def test_client_half_close_still_gets_its_answer_with_ignore_client_abort(backend, graylane, raw_client):
     origin = backend()
-    proxy = graylane(proxy_config(origin.endpoint))
+    proxy = graylane(proxy_config(origin.endpoint, limits={"ignore_client_abort": True}))
     client = raw_client(proxy.host, proxy.port, timeout=5)
     client.send(build_request("GET", "/slow?delay=0.1", host="h"))
     client.shutdown_write()
@@ -126,7 +126,7 @@ def test_long_pipeline_beyond_the_head_limit_is_answered_in_order(backend, grayl
 
 def test_pipelined_requests_then_half_close_are_all_answered(backend, graylane, raw_client):
     origin = backend()
-    proxy = graylane(proxy_config(origin.endpoint))
+    proxy = graylane(proxy_config(origin.endpoint, limits={"ignore_client_abort": True}))
     client = raw_client(proxy.host, proxy.port, timeout=5)
     # A client that sends its whole pipeline and then its FIN (``nc``-style) still wants every answer.
     client.send(b"".join(build_request("GET", f"/hc/{n}", host="h") for n in range(3)))

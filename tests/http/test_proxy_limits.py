@@ -1,5 +1,5 @@
 """Client-side limits: head size (431), request-target length (414), header count (431) and
-``max_connections`` (accepting pauses instead of failing)."""
+``max_connections`` (idle connections make room; with none idle, accepting pauses instead of failing)."""
 
 from __future__ import annotations
 
@@ -86,25 +86,28 @@ def test_rejections_are_counted(limited, raw_client):
     assert stats["errors_by_flag"].get("DPE") == 2
 
 
-def test_max_connections_pauses_accepting_until_one_closes(backend, graylane, raw_client):
+def test_max_connections_pauses_accepting_while_every_connection_is_busy(backend, graylane, raw_client):
     origin = backend()
     proxy = graylane(proxy_config(origin.endpoint, limits={"max_connections": 2}, admin=True))
     first = raw_client(proxy.host, proxy.port, timeout=5)
     second = raw_client(proxy.host, proxy.port, timeout=5)
-    assert first.request("GET", "/1").status == 200
-    assert second.request("GET", "/2").status == 200
-    # The kernel completes the third handshake (backlog), but graylane does not accept it.
+    first.send(build_request("GET", "/slow?delay=1", host="h"))
+    second.send(build_request("GET", "/slow?delay=1", host="h"))
+    origin.wait_for_requests(2)
+    # The kernel completes the third handshake (backlog), but graylane does not accept it:
+    # both connections have a request in flight, so none can make room.
     third = raw_client(proxy.host, proxy.port, timeout=5)
     third.send(build_request("GET", "/3", host="h"))
     with pytest.raises(TimeoutError):
         third.read_response(timeout=0.5)
-    assert [r.path for r in origin.requests] == ["/1", "/2"]
-    # The two served connections still work meanwhile.
-    assert second.request("GET", "/2b").status == 200
-    first.close()
+    assert [r.path for r in origin.requests] == ["/slow", "/slow"]
+    assert first.read_response().status == 200
+    assert second.read_response().status == 200
+    # Once idle, the longest idle connection is closed to make room for the waiting one.
     resp = third.read_response(timeout=5)
     assert resp.status == 200
     assert resp.json()["path"] == "/3"
     stats = request(*proxy.admin_address, "GET", "/stats", timeout=5).json()
     assert stats["accept_paused"] >= 1
+    assert stats["connections_evicted"] == 1
     assert stats["connections_open"] == 2
