@@ -11,7 +11,7 @@ header scan and a dict lookup. A miss verifies with pyjwt:
 2. the candidate keys (``KeySet.candidates``) must also allow ``alg``: keys are bound
    to their own kind, so an RSA public key is never tried as an HMAC secret;
 3. the signature, then ``exp``/``nbf``/``iat`` (with ``leeway``), ``iss``, ``aud`` and the
-   required claims are checked;
+   required claims are checked (``exp`` is required unless ``require_exp: false``);
 4. the claims are flattened once for routing (``route_claims``: strings, or tuples of
    strings for lists; nested objects as ``a.b``) and the forwarded claim headers are
    serialised once; the Identity is cached until ``exp`` (+ leeway), an hour at most.
@@ -205,7 +205,11 @@ class JwtAuth:
             for reason, (error, description) in REASONS.items()
         }
         self._leeway = float(spec.leeway)
-        options = {"verify_aud": bool(spec.audiences), "require": list(spec.required_claims)}
+        required = list(spec.required_claims)
+        if spec.require_exp and "exp" not in required:
+            # A token that never expires is a standing credential (and would be cached as one).
+            required.append("exp")
+        options = {"verify_aud": bool(spec.audiences), "require": required}
         self._decode = jwt.PyJWT(options=options).decode
         self._decode_args = {
             "audience": list(spec.audiences) or None,

@@ -111,6 +111,22 @@ def test_a_bad_token_names_its_reason(proxy, rsa_key: KeyPair, rsa_key2: KeyPair
     assert 'graylane_auth_failures_total{reason="bad_signature"} 1' in metrics
 
 
+def test_a_token_without_exp_is_refused_unless_the_route_opts_out(
+    proxy, rsa_key: KeyPair, graylane: Callable[..., GraylaneProcess]
+) -> None:
+    running, v1, v2 = proxy
+    standing = token(rsa_key, exp=None)
+    answer = get(running, "/api/items", standing)
+    assert answer.status == 401 and answer.json()["reason"] == "missing_claim"
+    assert v1.requests == [] and v2.requests == []
+    doc = yaml.safe_load(running.config_path.read_text())
+    jwt = doc["routes"][1]["auth"]["jwt"]
+    jwt["require_exp"] = False
+    jwt["required_claims"] = ["sub"]  # conf/jwt.yaml names exp there too
+    opted_out = graylane(yaml.safe_dump(doc))
+    assert get(opted_out, "/api/items", standing).status == 200
+
+
 def test_claims_steer_the_release_and_the_subject_is_forwarded(proxy, rsa_key: KeyPair) -> None:
     graylane, v1, v2 = proxy
     beta = get(graylane, "/api/items", token(rsa_key, sub="bob", groups=["beta"]), **{"X-User-ID": "admin"})

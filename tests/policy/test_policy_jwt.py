@@ -174,6 +174,18 @@ def test_a_required_claim_is_missing(rsa_key: KeyPair) -> None:
     assert reason_of(auth, bearer(sign(rsa_key, "RS256", claims(exp=None)))) == "missing_claim"
 
 
+def test_a_token_without_exp_is_refused_by_default(rsa_key: KeyPair) -> None:
+    auth = make_auth([public(rsa_key)])
+    no_exp = bearer(sign(rsa_key, "RS256", claims(exp=None)))
+    assert reason_of(auth, no_exp) == "missing_claim"
+    assert auth.verify(bearer(sign(rsa_key, "RS256", claims()))).claims["sub"] == "alice"
+
+
+def test_require_exp_false_accepts_a_token_without_exp(rsa_key: KeyPair) -> None:
+    auth = make_auth([public(rsa_key)], require_exp=False)
+    assert auth.verify(bearer(sign(rsa_key, "RS256", claims(exp=None)))).claims["sub"] == "alice"
+
+
 def test_an_unknown_kid(rsa_key: KeyPair, rsa_key2: KeyPair) -> None:
     auth = make_auth([public(rsa_key, kid="rsa-1")])
     assert reason_of(auth, bearer(sign(rsa_key2, "RS256", kid="rsa-9"))) == "unknown_kid"
