@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -251,8 +252,9 @@ def test_two_workers_policy_counters_add_up_in_the_supervisors_metrics(
 
     limited = each_on_its_own_connection("/open")
     assert limited == {200: 5, 429: SENT - 5}, limited
-    good = jwt.encode({"sub": "u1"}, SECRET, algorithm="HS256")
-    forged = jwt.encode({"sub": "u1"}, "another-secret-just-as-long-as-the-first", algorithm="HS256")
+    expiring = {"sub": "u1", "exp": int(time.time()) + 600}
+    good = jwt.encode(expiring, SECRET, algorithm="HS256")
+    forged = jwt.encode(expiring, "another-secret-just-as-long-as-the-first", algorithm="HS256")
     assert each_on_its_own_connection("/secure/a", [("Authorization", f"Bearer {good}")]) == {200: SENT}
     assert each_on_its_own_connection("/secure/b", [("Authorization", f"Bearer {forged}")]) == {401: SENT}
     assert each_on_its_own_connection("/secure/c") == {401: SENT}
