@@ -56,7 +56,7 @@ cdef class ServerContext:
     cdef public object limits, loop, mirror, table, policies, access_log, exporter
     cdef public object health, on_connection_closed
     cdef public PoolRegistry pools
-    cdef public bint tracing, draining, immediate, drop_underscores, trace
+    cdef public bint tracing, draining, immediate, drop_underscores, allow_trace
     cdef public Py_ssize_t max_clients
     cdef public bytes via11, via10
     cdef public set connections
@@ -170,6 +170,7 @@ cdef class Downstream:
     cdef _fail(self, object error)
     cdef _answer_error(self, object error)
     cdef _answer_local(self, int status, bytes extra, bytes content_type, bytes body)
+    cdef _send_answer(self, bytes response, int status, str flag, bint linger)
     cdef _reject(self, object error)
     cdef _drop_upstream(self)
 

@@ -297,7 +297,7 @@ class ServerContext:
         "via11",
         "via10",
         "drop_underscores",
-        "trace",
+        "allow_trace",  # the TRACE method, not W3C tracing (``tracing``)
         "_id_prefix",
         "_id_counter",
         "_id_block",
@@ -328,10 +328,7 @@ class ServerContext:
         # Client connections at most (limits.max_connections bounded by the descriptors there are:
         # proxy.runtime.fdcap); the Acceptor keeps to it.
         self.max_clients = limits.max_connections
-        self.via11 = self.via10 = b""  # the Via lines to add (set_protocol)
-        self.drop_underscores = False
-        self.trace = False
-        self.set_protocol(None)
+        self.set_protocol(None)  # via11 / via10 (the Via lines to add), drop_underscores, allow_trace
         self._id_prefix = os.urandom(4).hex().encode()
         self._id_counter = 0
         self._id_block = b""  # prefix + the counter's hex digits but the last two
@@ -383,7 +380,7 @@ class ServerContext:
         else:
             self.via11 = self.via10 = b""
         self.drop_underscores = protocol.headers_with_underscores == "drop"
-        self.trace = protocol.trace
+        self.allow_trace = protocol.trace
 
     def evict_idle(self, count: int) -> int:
         """Close up to ``count`` client connections with no request in flight, the longest idle first.
@@ -918,7 +915,7 @@ class Downstream:
                 b"Max-Forwards: %d\r\n" % (hops - 1)
             )
             return False
-        trace = self.ctx.trace
+        trace = self.ctx.allow_trace
         allow = ALLOW_WITH_TRACE if trace else ALLOW
         if req.method == b"OPTIONS":
             self._answer_local(200, allow, b"", b"")
@@ -1513,24 +1510,23 @@ class Downstream:
         self.status = error.status
         head_only = self.req is not None and self.req.method == b"HEAD"
         response = error_response(error, self.request_id, self.close_after, head_only)
-        self.bytes_out += len(response)
-        self.ctx.send(self.transport, response)
-        self._account(error.status, error.flag)
-        if not self.req_done or error.close:
-            self._linger()  # the client may still be sending: let it read the answer first
-        else:
-            self._finish_exchange()
+        # The client may still be sending after a refusal: it reads the answer first.
+        self._send_answer(response, error.status, error.flag, not self.req_done or error.close)
 
     def _answer_local(self, status: int, extra: bytes, content_type: bytes, body: bytes) -> None:
         """A response graylane gives itself that is not an error (OPTIONS with Max-Forwards: 0 ...)."""
         if not self.req_done:
             self.close_after = True
         response = local_response(status, extra, content_type, body, self.request_id, self.close_after)
+        self._send_answer(response, status, "-", not self.req_done)
+
+    def _send_answer(self, response: bytes, status: int, flag: str, linger: bool) -> None:
+        """Write graylane's own answer, count the exchange, then go on (or linger and close)."""
         self.status = status
         self.bytes_out += len(response)
         self.ctx.send(self.transport, response)
-        self._account(status)
-        if not self.req_done:
+        self._account(status, flag)
+        if linger:
             self._linger()
         else:
             self._finish_exchange()

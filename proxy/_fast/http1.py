@@ -849,17 +849,10 @@ def parse_request_head(
                 if fault is None:
                     fault = "underscore in header name"
                 continue
-            underscored = True
-            rebuild = True
-            if pieces is None:
-                pieces = []
-            if run < start:
-                pieces.append(data[run:start])
-            run = i
+            underscored = True  # dropped below, like a hop-by-hop line (its code is 0)
+        elif code == 0 or fault is not None:
             continue
-        if code == 0 or fault is not None:
-            continue
-        if (_REQUEST_DROP_MASK >> code) & 1:
+        if kind & _N_UNDERSCORE or (_REQUEST_DROP_MASK >> code) & 1:
             rebuild = True
             if pieces is None:
                 pieces = []
