@@ -1,7 +1,8 @@
 """Rate limits through real graylane processes: two of them sharing one real Redis.
 
 - 100/s with a burst of 20, under as much load as the clients can send for 5 s through two
-  graylane processes: 520 +- 5% requests accepted, and only those reach the backend;
+  graylane processes: burst + rate x (time from the first answer to the last) +- 5% accepted
+  (about 520), and only those reach the backend;
 - Redis killed in the middle of the run: graylane keeps serving (fail_open), then limits
   again once Redis is back;
 - conf/ratelimit.yaml does what its comments say.
@@ -144,7 +145,11 @@ def test_two_processes_sharing_redis_accept_burst_plus_rate_times_duration(
     tally = Counter(status for _, status in results)
     assert set(tally) <= {200, 429}, tally
     assert tally[429] > 1000, f"not heavy load: {tally}"
-    assert 494 <= tally[200] <= 546, tally
+    # The bucket fills over the time it was really under load, not the clients' nominal 5 s:
+    # on a busy machine the threads' connects eat part of that.
+    span = results[-1][0] - results[0][0]
+    expected = 20 + 100 * span
+    assert 0.95 * expected <= tally[200] <= 1.05 * expected, (tally, f"span {span:.2f}s")
     assert len(upstream.requests) == tally[200]  # a refused request never reaches the backend
 
 
